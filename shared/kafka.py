@@ -1,0 +1,76 @@
+"""Kafka clients with every safety-relevant setting spelled out (aiokafka's defaults are unsafe)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from shared.settings import CommonSettings
+
+log = logging.getLogger(__name__)
+
+
+def make_producer(settings: CommonSettings, *, client_id: str) -> AIOKafkaProducer:
+    """acks=all so a 2xx means the broker has it; no idempotence (refused by Tansu, so
+    producer retries may duplicate, which the grader's event_id dedupe absorbs)."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=False,
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+        request_timeout_ms=10_000,
+        retry_backoff_ms=100,
+    )
+
+
+def make_consumer(
+    settings: CommonSettings, *, group_id: str | None, client_id: str
+) -> AIOKafkaConsumer:
+    """Offsets are ours to manage (stored in PostgreSQL), so no auto-commit; a position
+    the broker does not have raises instead of silently jumping (see the grader worker)."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=group_id,
+        client_id=client_id,
+        enable_auto_commit=False,
+        auto_offset_reset="none",
+        isolation_level="read_committed",
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=max(settings.kafka_session_timeout_ms // 5, 500),
+        max_poll_interval_ms=300_000,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        fetch_max_bytes=32 * 1024 * 1024,
+    )
+
+
+def wanted_topics(settings: CommonSettings) -> list[NewTopic]:
+    """The topics tierflow uses, with the partition counts the contract names."""
+    # Tansu reports only configs set explicitly; some clients need retention.ms present.
+    configs = {"retention.ms": "-1"}
+    return [
+        NewTopic(settings.topic_events, settings.events_partitions, 1, topic_configs=configs),
+        NewTopic(settings.topic_tier_changes, settings.events_partitions, 1, topic_configs=configs),
+        NewTopic(settings.topic_dlq, 1, 1, topic_configs=configs),
+    ]
+
+
+async def ensure_topics(settings: CommonSettings, topics: Iterable[NewTopic] | None = None) -> None:
+    """Create the topics if missing; an existing topic is left as it is."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in (topics or wanted_topics(settings)) if t.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                log.info("topics were created concurrently")
+    finally:
+        await admin.close()

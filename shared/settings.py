@@ -1,0 +1,112 @@
+"""One validated settings object per process, read from `TIERFLOW_*` variables or `.env`."""
+
+from __future__ import annotations
+
+import hashlib
+
+import orjson
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SCOPES = frozenset({"events:write", "tiers:read", "admin"})
+
+
+class CommonSettings(BaseSettings):
+    """What every process needs: where the broker and database are, topics, keys."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TIERFLOW_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    database_url: SecretStr = SecretStr(
+        "postgresql+asyncpg://tierflow:tierflow@localhost:5432/tierflow"
+    )
+    kafka_bootstrap: str = "localhost:9092"
+    topic_events: str = "customer-events"
+    topic_tier_changes: str = "tier-changes"
+    topic_dlq: str = "customer-events.dlq"
+    events_partitions: int = Field(default=12, ge=1, le=10_000)
+    # Kept short so Tansu (which answers a group join after ~half of it) starts quickly.
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
+    api_keys: SecretStr = SecretStr("{}")
+    base_currency: str = Field(default="CNY", pattern=r"^[A-Z]{3}$")
+    host: str = "127.0.0.1"
+    log_level: str = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _asyncpg_url(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value()
+        if not url.startswith("postgresql+asyncpg://"):
+            raise ValueError("must start with postgresql+asyncpg://")
+        return value
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap(cls, value: str) -> str:
+        for part in value.split(","):
+            host, _, port = part.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"{part!r} is not host:port")
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _api_keys(cls, value: SecretStr) -> SecretStr:
+        parse_api_keys(value.get_secret_value())
+        return value
+
+    def key_scopes(self) -> dict[str, frozenset[str]]:
+        """Scopes by sha256 of the key, so raw keys are not kept around in dicts."""
+        keys = parse_api_keys(self.api_keys.get_secret_value())
+        return {hashlib.sha256(k.encode()).hexdigest(): v for k, v in keys.items()}
+
+
+def parse_api_keys(raw: str) -> dict[str, frozenset[str]]:
+    """Parse `{"key": ["scope", ...]}`; the error never repeats a key."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ValueError("must be a JSON object mapping each key to a list of scopes") from None
+    if not isinstance(doc, dict):
+        raise ValueError("must be a JSON object mapping each key to a list of scopes")
+    keys: dict[str, frozenset[str]] = {}
+    for number, (key, scopes) in enumerate(doc.items(), start=1):
+        if not isinstance(scopes, list) or not scopes or not set(scopes) <= SCOPES:
+            raise ValueError(f"key #{number}: scopes must be a non-empty list of {sorted(SCOPES)}")
+        if len(key) < 16:
+            raise ValueError(f"key #{number}: keys must be at least 16 characters")
+        keys[key] = frozenset(scopes)
+    return keys
+
+
+class IngestSettings(CommonSettings):
+    """Settings of the ingest process."""
+
+    ingest_port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_batch_events: int = Field(default=1000, ge=1)
+    max_future_seconds: int = Field(default=300, ge=0)
+    produce_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class GraderSettings(CommonSettings):
+    """Settings of the grader process."""
+
+    grader_port: int = Field(default=8081, ge=0, le=65535)
+    consumer_group: str = "tierflow-grader"
+    batch_max_events: int = Field(default=5000, ge=1)
+    batch_timeout_ms: int = Field(default=20, ge=1)
+    max_future_seconds: int = Field(default=300, ge=0)
+    regrade_chunk: int = Field(default=1000, ge=1)
+    regrade_interval_s: float = Field(default=60.0, gt=0)
+    db_pool_size: int = Field(default=5, ge=1)
+
+
+class NotifierSettings(CommonSettings):
+    """Settings of the notifier process."""
+
+    notifier_port: int = Field(default=8082, ge=0, le=65535)
+    relay_batch: int = Field(default=1000, ge=1)
+    relay_idle_ms: int = Field(default=100, ge=1)
+    produce_timeout_s: float = Field(default=10.0, gt=0)
