@@ -94,10 +94,14 @@ class EmbeddedBroker:
         self.port = self.port or free_port(self.host)
         url = f"tcp://{self.host}:{self.port}"
         out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
-        self._proc = subprocess.Popen(  # noqa: S603 - fixed binary, our own arguments
-            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        try:
+            self._proc = subprocess.Popen(  # noqa: S603 - fixed binary, our own arguments
+                [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        finally:
+            if not isinstance(out, int):
+                out.close()  # the child has its own copy of the descriptor
         try:
             wait_for_port(self.host, self.port, timeout=15)
         except EmbeddedError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Literal
@@ -20,6 +21,8 @@ from pydantic import (
 EVENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
 MAX_AMOUNT = Decimal("1e12")
+# pydantic alone would also take unix timestamps and offsets without a colon.
+RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 
 EventId = Annotated[str, Field(pattern=EVENT_ID_PATTERN)]
 CustomerId = Annotated[str, Field(pattern=CUSTOMER_ID_PATTERN)]
@@ -100,6 +103,15 @@ class _Event(_Strict):
     customer_id: CustomerId
     occurred_at: AwareDatetime
     source: str | None = Field(default=None, max_length=64)
+
+    @field_validator("occurred_at", mode="before")
+    @classmethod
+    def _rfc3339(cls, value: object) -> object:
+        if isinstance(value, datetime):
+            return value
+        if not isinstance(value, str) or not RFC3339.fullmatch(value):
+            raise ValueError("must be an RFC 3339 date-time with an offset")
+        return value
 
     @field_validator("source")
     @classmethod

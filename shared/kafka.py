@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from shared.settings import CommonSettings
 
@@ -68,9 +68,10 @@ async def ensure_topics(settings: CommonSettings, topics: Iterable[NewTopic] | N
         existing = set(await admin.list_topics())
         missing = [t for t in (topics or wanted_topics(settings)) if t.name not in existing]
         if missing:
-            try:
-                await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                log.info("topics were created concurrently")
+            # Errors come back per topic in the response, not as exceptions.
+            response = await admin.create_topics(missing)
+            for topic, code, message in response.topic_errors:
+                if code and for_code(code) is not TopicAlreadyExistsError:
+                    raise for_code(code)(f"{topic}: {message}")
     finally:
         await admin.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import orjson
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SCOPES = frozenset({"events:write", "tiers:read", "admin"})
@@ -110,3 +110,12 @@ class NotifierSettings(CommonSettings):
     relay_batch: int = Field(default=1000, ge=1)
     relay_idle_ms: int = Field(default=100, ge=1)
     produce_timeout_s: float = Field(default=10.0, gt=0)
+
+
+def settings_error(exc: ValidationError) -> str:
+    """A one-line-per-problem message naming each TIERFLOW_ variable; never echoes values."""
+    lines = []
+    for err in exc.errors(include_url=False, include_input=False):
+        name = "TIERFLOW_" + "_".join(str(p) for p in err["loc"]).upper()
+        lines.append(f"invalid setting {name}: {err['msg']}")
+    return "\n".join(lines)

@@ -1,0 +1,83 @@
+"""The policy: read it, validate a document, store a new version (which re-grades all)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+import yaml
+from fastapi import APIRouter, HTTPException, Request
+from starlette.responses import JSONResponse
+
+from services.grader import jobs
+from services.grader import repository as repo
+from services.grader.api.deps import ConnDep, GraderDep
+from services.grader.grading.policy import parse_policy
+from services.grader.handler import ActivePolicy
+from shared.errors import PolicyInvalid
+from shared.http import problem
+
+router = APIRouter(tags=["policy"])
+MAX_POLICY_BYTES = 256 * 1024
+
+
+async def read_document(request: Request) -> object:
+    """The body as JSON, or YAML when the content type says so."""
+    body = await request.body()
+    if len(body) > MAX_POLICY_BYTES:
+        raise HTTPException(413, f"A policy document is at most {MAX_POLICY_BYTES} bytes")
+    kind = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    try:
+        if kind in ("application/yaml", "application/x-yaml", "text/yaml"):
+            return yaml.safe_load(body)
+        return orjson.loads(body)
+    except (orjson.JSONDecodeError, yaml.YAMLError) as exc:
+        raise HTTPException(400, f"The body is not valid {kind}: {exc}") from None
+
+
+def _problems(exc: PolicyInvalid) -> list[dict[str, str]]:
+    return [{"path": path, "message": message} for path, message in exc.problems]
+
+
+@router.get("/v1/policy")
+async def get_policy(grader: GraderDep) -> dict[str, Any]:
+    """The policy in force and its version."""
+    active = grader.policies.active
+    return {"version": active.version, "policy": active.document}
+
+
+@router.post("/v1/policy/validate")
+async def validate_policy(request: Request) -> dict[str, Any]:
+    """Check a document without storing it."""
+    try:
+        parse_policy(await read_document(request))
+    except PolicyInvalid as exc:
+        return {"valid": False, "problems": _problems(exc)}
+    return {"valid": True, "problems": []}
+
+
+@router.put("/v1/policy", status_code=202)
+async def put_policy(request: Request, grader: GraderDep, conn: ConnDep) -> Any:
+    """Store a new version; new events use it at once, everyone is re-graded in a job."""
+    document = await read_document(request)
+    try:
+        parse_policy(document)
+    except PolicyInvalid as exc:
+        return problem(422, "Invalid policy", errors=_problems(exc))
+    assert isinstance(document, dict)  # noqa: S101 - parse_policy accepted it
+    async with conn.transaction():
+        version = await repo.insert_policy(conn, document)
+        job_id = await jobs.create_regrade_job(conn, version=version)
+    grader.policies.install(ActivePolicy.from_document(version, document))
+    grader.regrader.wake()
+    return JSONResponse({"version": version, "job_id": str(job_id)}, status_code=202)
+
+
+@router.get("/v1/jobs/{job_id}")
+async def get_job(job_id: uuid.UUID, conn: ConnDep) -> dict[str, Any]:
+    """A job's progress."""
+    job = await jobs.get_job(conn, job_id)
+    if job is None:
+        raise HTTPException(404, f"No job {job_id}")
+    return job

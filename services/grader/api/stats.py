@@ -1,0 +1,35 @@
+"""Counts of customers per ladder and tier."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from fastapi import APIRouter
+
+from services.grader.api.deps import ConnDep, GraderDep
+from services.grader.handler import ActivePolicy
+
+router = APIRouter(prefix="/v1/stats", tags=["stats"])
+
+DISTRIBUTION = """
+SELECT l.key, l.value->>'tier', count(*) FROM customers c, jsonb_each(c.tiers) AS l
+GROUP BY 1, 2
+"""
+
+
+async def distribution(conn: asyncpg.Connection, active: ActivePolicy) -> dict[str, Any]:
+    """Per ladder of the active policy, every tier (best first) with its customer count."""
+    counts = {(r[0], r[1]): r[2] for r in await conn.fetch(DISTRIBUTION)}
+    total = await conn.fetchval("SELECT count(*) FROM customers")
+    ladders = {
+        ladder.name: {tier.name: counts.get((ladder.name, tier.name), 0) for tier in ladder.tiers}
+        for ladder in active.policy.ladders
+    }
+    return {"customers": total, "policy_version": active.version, "ladders": ladders}
+
+
+@router.get("/distribution")
+async def get_distribution(grader: GraderDep, conn: ConnDep) -> dict[str, Any]:
+    """Customer counts per ladder per tier."""
+    return await distribution(conn, grader.policies.active)

@@ -1,0 +1,107 @@
+"""The grader's composition root: consume loop, re-grader and HTTP API on one process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import asyncpg
+from fastapi import FastAPI
+from sqlalchemy.exc import SQLAlchemyError
+
+from services.grader.api import customers, policy, stats
+from services.grader.api.deps import Grader
+from services.grader.metrics import GraderMetrics
+from services.grader.policies import PolicyCache
+from services.grader.regrade import Regrader
+from services.grader.worker import GraderWorker
+from shared.db.engine import make_engine, raw
+from shared.http import ApiKeys, health_router, install_problem_handlers
+from shared.kafka import ensure_topics, make_producer
+from shared.settings import GraderSettings
+
+log = logging.getLogger(__name__)
+STALE_POLL_S = 60.0
+
+
+async def supervise(name: str, run: Callable[[], Awaitable[None]]) -> None:
+    """Run a loop forever; if it fails, log why and start it again after a pause."""
+    delay = 0.5
+    while True:
+        try:
+            await run()
+        except Exception:
+            log.exception("%s failed; restarting in %.1fs", name, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+async def refresh_customer_gauge(grader: Grader, interval_s: float = 15.0) -> None:
+    """Keep `tierflow_customers` current without a query per scrape."""
+    while True:
+        async with grader.engine.connect() as sa_conn:
+            dist = await stats.distribution(await raw(sa_conn), grader.policies.active)
+        for ladder, tiers in dist["ladders"].items():
+            for tier, count in tiers.items():
+                grader.metrics.customers.labels(ladder, tier).set(count)
+        await asyncio.sleep(interval_s)
+
+
+def create_app(settings: GraderSettings, *, consume: bool = True) -> FastAPI:
+    """The grader app; `consume=False` serves the API without the consume loop."""
+    metrics = GraderMetrics()
+    engine = make_engine(settings.database_url.get_secret_value(), pool_size=settings.db_pool_size)
+    policies = PolicyCache()
+    regrader = Regrader(engine=engine, policies=policies, metrics=metrics,
+                        chunk=settings.regrade_chunk, interval_s=settings.regrade_interval_s)
+    grader = Grader(settings, engine, policies, metrics, regrader)
+    producer = make_producer(settings, client_id="tierflow-grader-dlq")
+    worker = GraderWorker(settings, engine=engine, policies=policies, metrics=metrics,
+                          producer=producer)
+    tasks: list[asyncio.Task[None]] = []
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with engine.connect() as sa_conn:
+            await policies.load(await raw(sa_conn))
+        if consume:
+            await ensure_topics(settings)
+            await producer.start()
+            tasks.append(asyncio.create_task(supervise("consumer", worker.run)))
+        tasks.append(asyncio.create_task(supervise("regrader", regrader.run)))
+        gauges = supervise("gauges", lambda: refresh_customer_gauge(grader))
+        tasks.append(asyncio.create_task(gauges))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if consume:
+                await producer.stop()
+            await engine.dispose()
+
+    async def ready() -> dict[str, bool]:
+        checks = {"database": False}
+        try:
+            async with engine.connect() as sa_conn:
+                checks["database"] = await (await raw(sa_conn)).fetchval("SELECT 1") == 1
+        except (OSError, TimeoutError, SQLAlchemyError, asyncpg.PostgresError) as exc:
+            log.warning("readiness: database unreachable: %s", exc)
+        if consume:
+            checks["consumer"] = worker.consumer is not None and worker.polled_within(STALE_POLL_S)
+        return checks
+
+    app = FastAPI(title="tierflow grader", lifespan=lifespan)
+    app.state.grader = grader
+    install_problem_handlers(app)
+    keys = ApiKeys(settings.key_scopes())
+    app.include_router(health_router(metrics.registry, ready))
+    read = [keys.dependency("tiers:read")]
+    admin = [keys.dependency("admin")]
+    app.include_router(customers.router, dependencies=read)
+    app.include_router(stats.router, dependencies=read)
+    app.include_router(policy.router, dependencies=admin)
+    return app

@@ -1,0 +1,151 @@
+"""Grading: which tier each ladder gives a customer, with hysteresis and downgrade grace."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Literal
+
+from services.grader.grading.metrics import Metrics
+from services.grader.grading.policy import All, AnyOf, Condition, Ladder, Leaf, Policy
+
+COMPARE: dict[str, Callable[[Decimal | int, Decimal], bool]] = {
+    ">=": operator.ge, ">": operator.gt, "<=": operator.le,
+    "<": operator.lt, "==": operator.eq, "!=": operator.ne,
+}
+
+Kind = Literal["tier.changed", "tier.downgrade_scheduled"]
+Direction = Literal["up", "down", "initial"]
+
+
+def holds(cond: Condition, metrics: Metrics) -> bool:
+    """Evaluate a condition; a leaf on a null metric is false, whatever its op."""
+    if isinstance(cond, Leaf):
+        value = metrics.get(cond.metric)
+        return value is not None and COMPARE[cond.op](value, cond.value)
+    if isinstance(cond, All):
+        return all(holds(part, metrics) for part in cond.parts)
+    if isinstance(cond, AnyOf):
+        return any(holds(part, metrics) for part in cond.parts)
+    return not holds(cond.part, metrics)
+
+
+@dataclass(frozen=True, slots=True)
+class LadderState:
+    """Where a customer stands on one ladder."""
+
+    tier: str
+    since: datetime
+    computed: str
+    pending_since: date | None
+    sequence: int
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A message to record: a tier change, or a downgrade that grace has postponed."""
+
+    ladder: str
+    kind: Kind
+    from_tier: str | None
+    to_tier: str
+    direction: Direction
+    sequence: int
+    actions: tuple[str, ...]
+    effective_at: datetime | None = None
+
+
+def first_match(ladder: Ladder, metrics: Metrics) -> int:
+    """Index of the best tier whose `when` holds (the last tier always does)."""
+    for index, tier in enumerate(ladder.tiers):
+        if tier.when is None or holds(tier.when, metrics):
+            return index
+    return len(ladder.tiers) - 1
+
+
+def target_rank(ladder: Ladder, metrics: Metrics, current: int | None) -> tuple[int, bool]:
+    """The rank the rules give, and whether `stay_when` is what keeps the current tier."""
+    rank = first_match(ladder, metrics)
+    if current is not None and rank > current:
+        stay = ladder.tiers[current].stay_when
+        if stay is not None and holds(stay, metrics):
+            return current, True
+    return rank, False
+
+
+def grace_ends(pending_since: date, grace_days: int) -> datetime:
+    """Midnight UTC of the day a postponed downgrade takes effect."""
+    day = pending_since + timedelta(days=grace_days)
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def assign(
+    ladder: Ladder, metrics: Metrics, current: LadderState | None, *, now: datetime
+) -> tuple[LadderState, Change | None]:
+    """The new state of one ladder and the message it records, if any."""
+    cur_rank = ladder.rank(current.tier) if current else None
+    rank, _ = target_rank(ladder, metrics, cur_rank)
+    computed = ladder.tiers[rank]
+    if current is None:
+        state = LadderState(computed.name, now, computed.name, None, 1)
+        return state, _change(ladder, state, None, "initial")
+    if cur_rank is None or rank < cur_rank:
+        # Upgrades (and tiers that vanished from the policy) apply at once.
+        direction: Direction = "up" if cur_rank is not None else "down"
+        return _move(ladder, current, computed.name, now, direction)
+    if rank == cur_rank:
+        return replace(current, computed=computed.name, pending_since=None), None
+    return _downgrade(ladder, replace(current, computed=computed.name), now)
+
+
+def _downgrade(
+    ladder: Ladder, current: LadderState, now: datetime
+) -> tuple[LadderState, Change | None]:
+    grace = ladder.downgrade_grace_days
+    today = now.astimezone(UTC).date()
+    pending = current.pending_since or today
+    if grace == 0 or today >= pending + timedelta(days=grace):
+        return _move(ladder, current, current.computed, now, "down")
+    if current.pending_since is not None:
+        return current, None
+    state = replace(current, pending_since=today, sequence=current.sequence + 1)
+    return state, Change(
+        ladder.name, "tier.downgrade_scheduled", current.tier, current.computed, "down",
+        state.sequence, (), grace_ends(today, grace),
+    )
+
+
+def _move(
+    ladder: Ladder, current: LadderState, to: str, now: datetime, direction: Direction
+) -> tuple[LadderState, Change]:
+    state = LadderState(to, now, to, None, current.sequence + 1)
+    return state, _change(ladder, state, current.tier, direction)
+
+
+def _change(
+    ladder: Ladder, state: LadderState, from_tier: str | None, direction: Direction
+) -> Change:
+    rank = ladder.rank(state.tier)
+    actions = ladder.tiers[rank].actions if rank is not None else ()
+    return Change(ladder.name, "tier.changed", from_tier, state.tier, direction,
+                  state.sequence, actions)
+
+
+def grade(
+    policy: Policy, metrics: Metrics, current: dict[str, LadderState], *, now: datetime
+) -> tuple[dict[str, LadderState], list[Change]]:
+    """Grade one customer on every ladder of the policy."""
+    # States of ladders the policy no longer has are kept, so that a ladder that comes
+    # back continues its sequence numbers instead of starting again at 1.
+    states: dict[str, LadderState] = dict(current)
+    changes: list[Change] = []
+    for ladder in policy.ladders:
+        state, change = assign(ladder, metrics, current.get(ladder.name), now=now)
+        states[ladder.name] = state
+        if change is not None:
+            changes.append(change)
+    return states, changes
+

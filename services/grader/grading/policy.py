@@ -1,0 +1,281 @@
+"""The policy document: parsed into frozen dataclasses, every problem reported at once."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from services.grader.grading.metrics import METRIC_NAMES
+from shared.errors import PolicyInvalid
+
+NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+OPS = (">=", ">", "<=", "<", "==", "!=")
+MAX_DEPTH = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Leaf:
+    """`metric op value`; false when the metric is null."""
+
+    metric: str
+    op: str
+    value: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class All:
+    """Every part holds."""
+
+    parts: tuple[Condition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    """At least one part holds."""
+
+    parts: tuple[Condition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    """The part does not hold."""
+
+    part: Condition
+
+
+Condition = Leaf | All | AnyOf | Not
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    """One grade of a ladder; the last tier of a ladder has no `when`."""
+
+    name: str
+    label: str
+    when: Condition | None
+    stay_when: Condition | None
+    actions: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Ladder:
+    """Tiers best first; every customer lands on exactly one."""
+
+    name: str
+    label: str
+    tiers: tuple[Tier, ...]
+    downgrade_grace_days: int
+
+    def rank(self, tier: str) -> int | None:
+        """Position of `tier` (0 = best), None when the ladder has no such tier."""
+        for index, candidate in enumerate(self.tiers):
+            if candidate.name == tier:
+                return index
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A validated policy document."""
+
+    base_currency: str
+    ladders: tuple[Ladder, ...]
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str]] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.items.append((path, message))
+
+
+def parse_policy(doc: object) -> Policy:
+    """Validate a decoded JSON/YAML document; raises PolicyInvalid listing every problem."""
+    problems = _Problems()
+    policy = _policy(doc, problems)
+    if problems.items or policy is None:
+        raise PolicyInvalid(problems.items or [("", "invalid policy")])
+    return policy
+
+
+def _keys(obj: dict[str, Any], allowed: set[str], path: str, problems: _Problems) -> None:
+    for key in obj:
+        if key not in allowed:
+            problems.add(f"{path}.{key}" if path else key, "unknown field")
+
+
+def _policy(doc: object, problems: _Problems) -> Policy | None:
+    if not isinstance(doc, dict):
+        problems.add("", "must be an object")
+        return None
+    _keys(doc, {"base_currency", "ladders"}, "", problems)
+    currency = doc.get("base_currency")
+    if not isinstance(currency, str) or not re.fullmatch(r"[A-Z]{3}", currency):
+        problems.add("base_currency", "must be a three-letter currency code such as CNY")
+    raw_ladders = doc.get("ladders")
+    if not isinstance(raw_ladders, list) or not raw_ladders:
+        problems.add("ladders", "must be a non-empty list")
+        return None
+    ladders = [_ladder(item, f"ladders[{i}]", problems) for i, item in enumerate(raw_ladders)]
+    # A bad name is reported once, as bad: never again as a duplicate of another bad one.
+    names = [ladder.name for ladder in ladders if ladder is not None and ladder.name]
+    for name in {n for n in names if names.count(n) > 1}:
+        problems.add("ladders", f"ladder name {name!r} is used more than once")
+    if problems.items:
+        return None
+    return Policy(str(currency), tuple(ladder for ladder in ladders if ladder is not None))
+
+
+def _name(obj: dict[str, Any], path: str, problems: _Problems) -> str:
+    name = obj.get("name")
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        problems.add(f"{path}.name", "must match [a-z][a-z0-9_]{0,31}")
+        return ""
+    return name
+
+
+def _label(obj: dict[str, Any], path: str, problems: _Problems, default: str) -> str:
+    label = obj.get("label", default)
+    if not isinstance(label, str) or len(label) > 200:
+        problems.add(f"{path}.label", "must be text of at most 200 characters")
+        return default
+    return label
+
+
+def _ladder(obj: object, path: str, problems: _Problems) -> Ladder | None:
+    if not isinstance(obj, dict):
+        problems.add(path, "must be an object")
+        return None
+    _keys(obj, {"name", "label", "downgrade_grace_days", "tiers"}, path, problems)
+    name = _name(obj, path, problems)
+    grace = obj.get("downgrade_grace_days", 0)
+    if isinstance(grace, bool) or not isinstance(grace, int) or not 0 <= grace <= 3650:
+        problems.add(f"{path}.downgrade_grace_days", "must be an integer from 0 to 3650")
+        grace = 0
+    raw_tiers = obj.get("tiers")
+    if not isinstance(raw_tiers, list) or not raw_tiers:
+        problems.add(f"{path}.tiers", "must be a non-empty list")
+        raw_tiers = []  # go on: the ladder's name still counts towards duplicates
+    last = len(raw_tiers) - 1
+    tiers = [
+        _tier(item, f"{path}.tiers[{i}]", problems, is_last=i == last)
+        for i, item in enumerate(raw_tiers)
+    ]
+    names = [tier.name for tier in tiers if tier is not None and tier.name]
+    for dup in {n for n in names if names.count(n) > 1}:
+        problems.add(f"{path}.tiers", f"tier name {dup!r} is used more than once")
+    kept = tuple(tier for tier in tiers if tier is not None)
+    return Ladder(name, _label(obj, path, problems, name), kept, grace)
+
+
+def _tier(obj: object, path: str, problems: _Problems, *, is_last: bool) -> Tier | None:
+    if not isinstance(obj, dict):
+        problems.add(path, "must be an object")
+        return None
+    _keys(obj, {"name", "label", "when", "stay_when", "actions"}, path, problems)
+    name = _name(obj, path, problems)
+    if is_last and "when" in obj:
+        problems.add(f"{path}.when", "the last tier catches everyone else and takes no `when`")
+    if not is_last and "when" not in obj:
+        problems.add(f"{path}.when", "required on every tier but the last")
+    when = _condition(obj["when"], f"{path}.when", problems, 1) if "when" in obj else None
+    stay = (
+        _condition(obj["stay_when"], f"{path}.stay_when", problems, 1)
+        if "stay_when" in obj else None
+    )
+    actions = obj.get("actions", [])
+    if not isinstance(actions, list) or not all(
+        isinstance(a, str) and 0 < len(a) <= 64 for a in actions
+    ):
+        problems.add(f"{path}.actions", "must be a list of strings (1-64 characters)")
+        actions = []
+    return Tier(name, _label(obj, path, problems, name), when, stay, tuple(actions))
+
+
+def _condition(obj: object, path: str, problems: _Problems, depth: int) -> Condition | None:
+    if depth > MAX_DEPTH:
+        problems.add(path, f"conditions nest at most {MAX_DEPTH} deep")
+        return None
+    if not isinstance(obj, dict):
+        problems.add(path, "must be an object: a leaf, all, any or not")
+        return None
+    kinds = [k for k in ("all", "any", "not", "metric") if k in obj]
+    if len(kinds) != 1:
+        problems.add(path, "must be exactly one of: a leaf {metric, op, value}, all, any, not")
+        return None
+    kind = kinds[0]
+    if kind == "metric":
+        return _leaf(obj, path, problems)
+    _keys(obj, {kind}, path, problems)
+    if kind == "not":
+        part = _condition(obj["not"], f"{path}.not", problems, depth + 1)
+        return Not(part) if part is not None else None
+    items = obj[kind]
+    if not isinstance(items, list) or not items:
+        problems.add(f"{path}.{kind}", "must be a non-empty list of conditions")
+        return None
+    parts = [_condition(c, f"{path}.{kind}[{i}]", problems, depth + 1) for i, c in enumerate(items)]
+    if any(p is None for p in parts):
+        return None
+    kept = tuple(p for p in parts if p is not None)
+    return All(kept) if kind == "all" else AnyOf(kept)
+
+
+def _leaf(obj: dict[str, Any], path: str, problems: _Problems) -> Leaf | None:
+    _keys(obj, {"metric", "op", "value"}, path, problems)
+    metric, op, value = obj.get("metric"), obj.get("op"), obj.get("value")
+    ok = True
+    if metric not in METRIC_NAMES:
+        problems.add(f"{path}.metric", f"unknown metric {metric!r}")
+        ok = False
+    if op not in OPS:
+        problems.add(f"{path}.op", f"must be one of {', '.join(OPS)}")
+        ok = False
+    number = _number(value)
+    if number is None:
+        problems.add(f"{path}.value", "must be a number (or a decimal string)")
+        ok = False
+    if not ok or number is None:
+        return None
+    return Leaf(str(metric), str(op), number)
+
+
+def _number(value: object) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = Decimal(repr(value) if isinstance(value, float) else str(value))
+    except ArithmeticError:
+        return None
+    return number if number.is_finite() else None
+
+
+def metrics_read(ladder: Ladder) -> tuple[str, ...]:
+    """The metric names a ladder's conditions read, in first-seen order."""
+    seen: dict[str, None] = {}
+
+    def walk(cond: Condition | None) -> None:
+        if isinstance(cond, Leaf):
+            seen.setdefault(cond.metric)
+        elif isinstance(cond, All | AnyOf):
+            for part in cond.parts:
+                walk(part)
+        elif isinstance(cond, Not):
+            walk(cond.part)
+
+    for tier in ladder.tiers:
+        walk(tier.when)
+        walk(tier.stay_when)
+    return tuple(seen)
+
+
+def default_policy_document() -> dict[str, Any]:
+    """The shipped default policy (four ladders: tier, value, lifecycle, nps)."""
+    text = (Path(__file__).with_name("default_policy.json")).read_text(encoding="utf-8")
+    doc: dict[str, Any] = json.loads(text)
+    return doc

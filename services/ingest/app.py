@@ -1,0 +1,52 @@
+"""Composition root of the ingest process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from prometheus_client import CollectorRegistry
+from starlette.responses import Response
+
+from services.ingest.intake import IngestProblem
+from services.ingest.metrics import IngestMetrics
+from services.ingest.publisher import EventPublisher, KafkaPublisher
+from services.ingest.routes import EventRoutes, events_router
+from shared.http import ApiKeys, health_router, install_problem_handlers, problem
+from shared.settings import IngestSettings
+
+
+def create_app(settings: IngestSettings, *, publisher: EventPublisher | None = None) -> FastAPI:
+    """The ingest app; the publisher starts and stops with the app's lifespan."""
+    events_out: EventPublisher = publisher or KafkaPublisher(settings)
+    registry = CollectorRegistry()
+    metrics = IngestMetrics(registry)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await events_out.start()
+        try:
+            yield
+        finally:
+            await events_out.stop()
+
+    async def ready() -> dict[str, bool]:
+        return {"broker": await events_out.ready()}
+
+    async def on_problem(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, IngestProblem)  # noqa: S101
+        if exc.reason is not None:
+            metrics.count_rejections([exc.reason])
+        return problem(
+            exc.status, exc.title, detail=exc.detail, errors=exc.errors, headers=exc.headers
+        )
+
+    app = FastAPI(title="tierflow ingest", version="1", lifespan=lifespan)
+    install_problem_handlers(app)
+    app.add_exception_handler(IngestProblem, on_problem)
+    app.include_router(health_router(registry, ready))
+    routes = EventRoutes(settings, publisher=events_out, metrics=metrics)
+    app.include_router(events_router(routes, ApiKeys(settings.key_scopes())))
+    app.state.registry = registry
+    return app

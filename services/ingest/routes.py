@@ -1,0 +1,126 @@
+"""`POST /v1/events` and `POST /v1/events/batch`: parse, validate, publish, answer."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from time import perf_counter
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from services.ingest.batch import (
+    BatchShapeInvalid,
+    TooManyEvents,
+    check_item,
+    claimed,
+    settle,
+    split_batch,
+)
+from services.ingest.intake import JSON, NDJSON, IngestProblem, media_type, read_body
+from services.ingest.metrics import IngestMetrics
+from services.ingest.publisher import EventPublisher
+from services.ingest.validation import MalformedJson, Rejection, Rules, validate_json
+from shared.http import ApiKeys
+from shared.settings import IngestSettings
+
+RETRY_AFTER_S = "2"
+_ONE = frozenset({JSON})
+_MANY = NDJSON | _ONE
+
+
+def unavailable(detail: str) -> IngestProblem:
+    """503: nothing was accepted; the client should retry with the same event_ids."""
+    return IngestProblem(
+        503, "Broker unavailable", detail=detail, headers={"Retry-After": RETRY_AFTER_S}
+    )
+
+
+def _json(body: Any, status: int) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+class EventRoutes:
+    """The two event endpoints, sharing rules, publisher and metrics."""
+
+    def __init__(
+        self, settings: IngestSettings, *, publisher: EventPublisher, metrics: IngestMetrics
+    ) -> None:
+        self.settings, self.publisher, self.metrics = settings, publisher, metrics
+        self.rules = Rules(settings.base_currency, settings.max_future_seconds)
+
+    async def one(self, request: Request) -> Response:
+        """Validate one event and publish it; 202 only once the broker acknowledged it."""
+        media_type(request, _ONE)
+        body = await read_body(request, limit=self.settings.max_body_bytes)
+        checked = validate_json(body, rules=self.rules, now=datetime.now(UTC))
+        if isinstance(checked, Rejection):
+            self.metrics.count_events([(claimed(body)[1], "rejected")])
+            status, title = (400, "Malformed JSON") if checked.reason == "malformed" else (
+                422, "Invalid event")
+            raise IngestProblem(status, title, reason=checked.reason, errors=checked.errors)
+        (failure,) = await self.publisher.publish([checked])
+        if failure is not None:
+            self.metrics.count_events([(checked.type, "unavailable")])
+            raise unavailable(str(failure))
+        self.metrics.count_events([(checked.type, "accepted")])
+        return _json({"event_id": checked.event_id, "status": "accepted"}, 202)
+
+    async def many(self, request: Request) -> Response:
+        """Validate a batch, publish its valid events together, answer per item."""
+        ndjson = media_type(request, _MANY) in NDJSON
+        body = await read_body(request, limit=self.settings.max_body_bytes)
+        items = self._split(body, ndjson=ndjson)
+        self.metrics.batch_size.observe(len(items))
+        now = datetime.now(UTC)
+        checked = [check_item(item, rules=self.rules, now=now) for item in items]
+        valid = [c for c in checked if not isinstance(c, Rejection)]
+        settled = settle(items, checked, await self.publisher.publish(valid) if valid else [])
+        self.metrics.count_events(settled.outcomes)
+        self.metrics.count_rejections(settled.reasons)
+        if valid and not settled.counts["accepted"]:
+            raise unavailable(f"none of the {len(valid)} valid events was acknowledged")
+        return _json(settled.answer(), 200)
+
+    def _split(self, body: bytes, *, ndjson: bool) -> list[object]:
+        """The batch's items, or the problem with the batch as a whole."""
+        try:
+            return split_batch(body, ndjson=ndjson, max_events=self.settings.max_batch_events)
+        except MalformedJson as exc:
+            status, title, reason = 400, "Malformed JSON", "malformed"
+            detail = str(exc)
+        except BatchShapeInvalid as exc:
+            status, title, reason = 422, "Invalid batch", "validation"
+            detail = str(exc)
+        except TooManyEvents as exc:
+            status, title, reason = 413, "Too many events", "too_many_events"
+            detail = str(exc)
+        raise IngestProblem(status, title, reason=reason, detail=detail)
+
+
+def events_router(routes: EventRoutes, keys: ApiKeys) -> APIRouter:
+    """The routes behind `events:write`, each timed into the latency histogram."""
+    auth = keys.dependency("events:write")
+    router = APIRouter(prefix="/v1", tags=["events"], dependencies=[auth])
+    latency = routes.metrics.latency
+
+    @router.post("/events", status_code=202)
+    async def post_event(request: Request) -> Response:
+        """Publish one event."""
+        started = perf_counter()
+        try:
+            return await routes.one(request)
+        finally:
+            latency["/v1/events"].observe(perf_counter() - started)
+
+    @router.post("/events/batch")
+    async def post_batch(request: Request) -> Response:
+        """Publish up to `max_batch_events` events; valid ones are accepted regardless."""
+        started = perf_counter()
+        try:
+            return await routes.many(request)
+        finally:
+            latency["/v1/events/batch"].observe(perf_counter() - started)
+
+    return router

@@ -1,0 +1,164 @@
+"""The outbox relay: one leader across instances moves unsent tier changes to Kafka, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+import asyncpg
+from aiokafka.errors import KafkaError
+
+from services.notifier.messages import OutboxRow, acked_prefix, backoff_delay, relay_seconds
+from services.notifier.metrics import NotifierMetrics
+
+log = logging.getLogger(__name__)
+
+# Session advisory lock ("tfnr"): two relays at once could interleave a customer's messages.
+LOCK_KEY = 0x74666E72
+NOTIFY_CHANNEL = "tierflow_outbox"
+LOCK_RETRY_S = 1.0
+RECONNECT_S = 1.0
+BACKLOG_REFRESH_S = 1.0
+CLOSE_TIMEOUT_S = 2.0
+
+TRY_LOCK = "SELECT pg_try_advisory_lock($1)"
+SELECT_UNSENT = (
+    "SELECT id, message_id, customer_id, ladder, sequence, kind, payload::text AS payload,"
+    " created_at FROM tier_changes WHERE sent_at IS NULL ORDER BY id LIMIT $1"
+)
+MARK_SENT = "UPDATE tier_changes SET sent_at = now() WHERE id = ANY($1::bigint[])"
+# Answered from the partial index tier_changes_unsent, which holds only unsent rows.
+COUNT_UNSENT = "SELECT count(*) FROM tier_changes WHERE sent_at IS NULL"
+
+# A lost database or broker: the relay lets go of everything and starts over.
+INTERRUPTIONS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError, KafkaError)
+
+Connect = Callable[[], Awaitable[asyncpg.Connection]]
+
+
+class Sender(Protocol):
+    """Produces rows in order; says which the broker acknowledged (see `KafkaSender`)."""
+
+    async def send(self, rows: Sequence[OutboxRow]) -> list[bool]: ...
+
+    async def close(self) -> None: ...
+
+
+class Outcome(enum.Enum):
+    """How one relay cycle ended."""
+
+    IDLE = "idle"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Relay:
+    """Holds the leader lock on its own connection and relays the outbox while it holds it."""
+
+    def __init__(
+        self, *, connect: Connect, sender_factory: Callable[[], Sender],
+        metrics: NotifierMetrics, batch: int, idle_s: float,
+    ) -> None:
+        self._connect = connect
+        self._sender_factory = sender_factory
+        self._metrics = metrics
+        self._batch = batch
+        self._idle_s = idle_s
+        self._backlog_at = float("-inf")
+
+    async def run(self) -> None:
+        """Relay until cancelled: win the lock, relay while holding it, start over on any loss."""
+        while True:
+            try:
+                await self._session()
+            except INTERRUPTIONS as exc:
+                log.warning("relay interrupted, starting over: %r", exc)
+            finally:
+                self._metrics.is_leader.set(0)
+            await asyncio.sleep(RECONNECT_S)
+
+    async def _session(self) -> None:
+        conn = await self._connect()
+        try:
+            while not await conn.fetchval(TRY_LOCK, LOCK_KEY):
+                await self._refresh_backlog(conn)
+                await asyncio.sleep(LOCK_RETRY_S)
+            log.info("this notifier holds the relay lock and relays the outbox")
+            self._metrics.is_leader.set(1)
+            await self._lead(conn)
+        finally:
+            await _close(conn)
+
+    async def _lead(self, conn: asyncpg.Connection) -> None:
+        wake = asyncio.Event()
+        # NOTIFY only wakes the relay early; polling alone is what makes it correct.
+        await conn.add_listener(NOTIFY_CHANNEL, lambda *_: wake.set())
+        sender = self._sender_factory()
+        failures = 0
+        try:
+            while True:
+                wake.clear()
+                outcome = await self._cycle(conn, sender)
+                failures = failures + 1 if outcome is Outcome.FAILED else 0
+                if outcome is Outcome.IDLE:
+                    await _wait(wake, self._idle_s)
+                elif failures:
+                    await asyncio.sleep(backoff_delay(failures))
+        finally:
+            await sender.close()
+
+    async def _cycle(self, conn: asyncpg.Connection, sender: Sender) -> Outcome:
+        """Send the oldest unsent rows; mark sent only those acked before the first failure."""
+        records = await conn.fetch(SELECT_UNSENT, self._batch)
+        if not records:
+            self._set_backlog(0)
+            return Outcome.IDLE
+        await self._refresh_backlog(conn)
+        rows = [OutboxRow(**dict(record)) for record in records]
+        if conn.is_closed():
+            raise asyncpg.InterfaceError("the relay's lock connection is closed")
+        acked = await sender.send(rows)
+        self._observe(rows, acked)
+        sent = acked_prefix(acked)
+        if sent:
+            await conn.execute(MARK_SENT, [row.id for row in rows[:sent]])
+        return Outcome.DONE if sent == len(rows) else Outcome.FAILED
+
+    def _observe(self, rows: Sequence[OutboxRow], acked: Sequence[bool]) -> None:
+        now = datetime.now(UTC)
+        for row, ok in zip(rows, acked, strict=True):
+            self._metrics.messages.labels(row.kind, "sent" if ok else "failed").inc()
+            if ok:
+                self._metrics.relay_seconds.observe(relay_seconds(row.created_at, now))
+
+    async def _refresh_backlog(self, conn: asyncpg.Connection) -> None:
+        if time.monotonic() - self._backlog_at >= BACKLOG_REFRESH_S:
+            self._set_backlog(await conn.fetchval(COUNT_UNSENT))
+
+    def _set_backlog(self, count: int) -> None:
+        self._metrics.backlog.set(count)
+        self._backlog_at = time.monotonic()
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    """Until `event` is set or `seconds` pass, whichever comes first."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+
+
+async def _close(conn: asyncpg.Connection) -> None:
+    """Close the connection (releasing the lock); a dead one is just dropped."""
+    if conn.is_closed():
+        return
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await conn.close()
+    except INTERRUPTIONS:
+        conn.terminate()

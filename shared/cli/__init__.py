@@ -1,0 +1,179 @@
+"""`tierflow`: the whole system on one machine, one service for production, or a client of it."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from shared.cli.config import ClientSettings, CliError, resolve_key, setting_problem
+from shared.cli.output import warn
+from shared.errors import ConfigError, TierflowError
+
+SUBCOMMANDS = ("up", "demo", "ingest", "grader", "notifier", "migrate", "send", "policy")
+SERVICES = ("ingest", "grader", "notifier")
+POLICY_ACTIONS = ("show", "validate", "simulate", "apply")
+MAX_BATCH = 1000
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _batch_size(text: str) -> int:
+    value = _positive(text)
+    if value > MAX_BATCH:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_BATCH}")
+    return value
+
+
+def _client_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", help="the server's base URL (default: TIERFLOW_INGEST_URL or "
+                                      "TIERFLOW_GRADER_URL, else the local `tierflow up`)")
+    common.add_argument("--key", help="API key (default: TIERFLOW_API_KEY, else DATA_DIR/api-key)")
+    common.add_argument("--data-dir", type=Path, help="where `tierflow up` keeps its key")
+    return common
+
+
+def _system_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    up = commands.add_parser("up", help="run everything on this machine until Ctrl-C")
+    up.add_argument("--data-dir", type=Path, help="state directory (default ./.tierflow)")
+    demo = commands.add_parser("demo", help="`up`, then a generated history and its tiers")
+    demo.add_argument("--data-dir", type=Path, help="state directory (default ./.tierflow)")
+    demo.add_argument("--customers", type=_positive, default=3000)
+    demo.add_argument("--seed", type=int, default=42, help="same seed, same events (same ids)")
+    demo.add_argument("--concurrency", type=_positive, default=4, help="requests in flight")
+    demo.add_argument("--exit", action="store_true", help="stop after printing the distribution")
+    for name in SERVICES:
+        commands.add_parser(name, help=f"run the {name} process (production)")
+    commands.add_parser("migrate", help="create or upgrade the database schema")
+
+
+def _client_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    common = _client_options()
+    send = commands.add_parser("send", parents=[common], help="send JSON-lines events to ingest")
+    send.add_argument("file", metavar="FILE", help="a JSON-lines file, or - for stdin")
+    send.add_argument("--concurrency", type=_positive, default=4, help="requests in flight")
+    send.add_argument("--batch-size", type=_batch_size, default=MAX_BATCH)
+    policy = commands.add_parser("policy", help="show, validate, simulate or apply a policy")
+    actions = policy.add_subparsers(dest="action", required=True, metavar="ACTION")
+    show = actions.add_parser("show", parents=[common], help="print the current policy")
+    show.add_argument("--output", choices=("yaml", "json"), default="yaml")
+    for action in POLICY_ACTIONS[1:]:
+        sub = actions.add_parser(action, parents=[common], help=f"{action} a policy document")
+        sub.add_argument("file", metavar="FILE", help="policy as YAML or JSON, or - for stdin")
+        sub.add_argument("--output", choices=("yaml", "json"), default="yaml")
+        if action == "apply":
+            sub.add_argument("--timeout", type=float, default=600.0,
+                             help="seconds to follow the re-grading job")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="tierflow", description="Real-time customer tiering: events in, tiers out.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _system_parsers(commands)
+    _client_parsers(commands)
+    return parser
+
+
+def _version() -> str:
+    try:
+        return version("tierflow")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _data_dir(args: argparse.Namespace, settings: ClientSettings) -> Path:
+    chosen: Path = args.data_dir or settings.data_dir
+    return chosen
+
+
+def _run_up(args: argparse.Namespace) -> int:
+    from shared.cli import up
+
+    return up.run(_data_dir(args, ClientSettings()))
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from shared.cli import demo
+    from shared.cli.up import UpOptions
+
+    options = demo.DemoOptions(customers=args.customers, seed=args.seed,
+                               exit_after=args.exit, concurrency=args.concurrency)
+    return demo.run(UpOptions(data_dir=_data_dir(args, ClientSettings()).resolve()), options)
+
+
+def _run_service(args: argparse.Namespace) -> int:
+    # Imported only now: each service pulls in its own dependencies.
+    module = importlib.import_module(f"services.{args.command}.__main__")
+    entry: Callable[[], None] = module.main
+    entry()
+    return 0
+
+
+def _run_migrate(_: argparse.Namespace) -> int:
+    from shared.cli.migrate import run
+
+    return run()
+
+
+def _run_send(args: argparse.Namespace) -> int:
+    from shared.cli import send
+
+    settings = ClientSettings()
+    key = resolve_key(args.key, settings, args.data_dir)
+    return send.run(args.file, url=(args.url or settings.ingest_url).rstrip("/"), key=key,
+                    concurrency=args.concurrency, batch_size=args.batch_size)
+
+
+def _run_policy(args: argparse.Namespace) -> int:
+    from shared.cli import policy
+
+    settings = ClientSettings()
+    return policy.run(policy.PolicyOptions(
+        action=args.action, url=(args.url or settings.grader_url).rstrip("/"),
+        key=resolve_key(args.key, settings, args.data_dir), file=getattr(args, "file", None),
+        output=args.output, timeout=getattr(args, "timeout", 600.0),
+    ))
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "up": _run_up, "demo": _run_demo, "ingest": _run_service, "grader": _run_service,
+    "notifier": _run_service, "migrate": _run_migrate, "send": _run_send, "policy": _run_policy,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line, run the command, return the exit code (2: bad usage/config)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return HANDLERS[args.command](args)
+    except ValidationError as exc:
+        if not exc.title.endswith("Settings"):
+            raise
+        warn(f"tierflow: {setting_problem(exc)}")
+        return 2
+    except CliError as exc:
+        warn(f"tierflow: {exc}")
+        return exc.exit_code
+    except ConfigError as exc:
+        warn(f"tierflow: {exc}")
+        return 2
+    except TierflowError as exc:
+        warn(f"tierflow: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,167 @@
+"""`tierflow demo`: `up`, then a generated history through ingest, then the tier distribution."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from shared.cli.banner import banner_lines
+from shared.cli.client import api_client, body_of, failure
+from shared.cli.config import CliError
+from shared.cli.demo_data import generate
+from shared.cli.lifecycle import StopSignal, install_signals, until_stopped
+from shared.cli.output import Progress, say
+from shared.cli.scrape import GRADED, read_metric
+from shared.cli.send import BatchSender, SendReport, batched, send_all
+from shared.cli.up import Ports, Supervisor, UpOptions, load_settings
+from shared.settings import CommonSettings
+
+Sample = tuple[float, float]  # (monotonic seconds, events the grader has consumed)
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """How big a history, which seed, and whether to keep running afterwards."""
+
+    customers: int = 3000
+    seed: int = 42
+    exit_after: bool = False
+    concurrency: int = 4
+
+
+def peak_rate(samples: list[Sample], *, window: float = 1.0) -> float | None:
+    """The highest rate over any stretch of at least `window` seconds; None if too few samples."""
+    best: float | None = None
+    start = 0
+    for end in range(len(samples)):
+        while start + 1 < end and samples[end][0] - samples[start + 1][0] >= window:
+            start += 1
+        elapsed = samples[end][0] - samples[start][0]
+        if elapsed >= window:
+            rate = (samples[end][1] - samples[start][1]) / elapsed
+            best = rate if best is None else max(best, rate)
+    return best
+
+
+def distribution_table(doc: dict[str, Any], *, width: int = 30) -> list[str]:
+    """Per ladder, each tier's customer count, share and a bar."""
+    lines = [f"{doc.get('customers', 0):,} customers"]
+    for ladder, tiers in (doc.get("ladders") or {}).items():
+        total = sum(tiers.values()) or 1
+        lines += ["", f"  {ladder}"]
+        for tier, count in tiers.items():
+            share = count / total
+            bar = "█" * round(share * width)
+            lines.append(f"    {tier:<14} {count:>8,}  {share * 100:5.1f}%  {bar}")
+    return lines
+
+
+async def sample_graded(client: httpx.AsyncClient, grader_url: str, samples: list[Sample]) -> None:
+    """Record the grader's consumed-events counter a few times a second, until cancelled."""
+    while True:
+        count = await read_metric(client, grader_url, GRADED)
+        if count is not None:
+            samples.append((time.monotonic(), count))
+        await asyncio.sleep(0.25)  # sampling interval; the caller bounds the wait
+
+
+async def wait_graded(samples: list[Sample], *, baseline: float, events: int, within: float,
+                      grader_log: str) -> float:
+    """Until the counter passed baseline + events; the instant it did."""
+    progress = Progress("grading", events)
+    deadline = time.monotonic() + within
+    while True:
+        at, count = samples[-1] if samples else (time.monotonic(), baseline)
+        progress.set(int(count - baseline))
+        if count >= baseline + events:
+            progress.finish()
+            return at
+        if time.monotonic() > deadline:
+            progress.finish()
+            raise CliError(f"the grader consumed {count - baseline:,.0f} of {events:,} events in "
+                           f"{within:.0f}s; see {grader_log}")
+        await asyncio.sleep(0.1)  # polling interval of a deadline-bounded wait
+
+
+async def play(system: Supervisor, client: httpx.AsyncClient, options: DemoOptions,
+               out: Callable[[str], None] = say) -> None:
+    """Send the history, wait until it is graded, print rates and the distribution."""
+    grader, ingest = system.url("grader"), system.url("ingest")
+    baseline = await read_metric(client, grader, GRADED) or 0.0
+    events = generate(options.customers, seed=options.seed, now=datetime.now(UTC))
+    out(f"sending {len(events):,} events of {options.customers:,} customers "
+        f"(seed {options.seed}, two years of history)…")
+    samples: list[Sample] = []
+    sampler = asyncio.create_task(sample_graded(client, grader, samples))
+    try:
+        report, started, sent_at = await _send(client, ingest, events, options.concurrency)
+        done_at = await wait_graded(
+            samples, baseline=baseline, events=report.accepted,
+            within=max(120.0, len(events) / 200), grader_log=str(system.procs["grader"].log_path))
+    finally:
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+    out(f"ingest:  {report.accepted:,} events accepted in {sent_at - started:.1f}s "
+        f"({report.accepted / max(sent_at - started, 1e-9):,.0f} events/s)")
+    peak = peak_rate(samples)
+    elapsed = max(done_at - started, 1e-9)
+    out(f"grading: all graded {elapsed:.1f}s after the first send "
+        f"({report.accepted / elapsed:,.0f} events/s end to end"
+        + (f"; grader peak {peak:,.0f} events/s)" if peak else ")"))
+    response = await client.get(f"{grader}/v1/stats/distribution")
+    if response.status_code != 200:
+        raise failure("grader", response)
+    for line in ["", "Tier distribution:", *distribution_table(body_of(response))]:
+        out(line)
+    out("")
+    out(f"Open the dashboard: {grader}/")
+
+
+async def _send(client: httpx.AsyncClient, ingest: str, events: list[dict[str, Any]],
+                concurrency: int) -> tuple[SendReport, float, float]:
+    report = SendReport()
+    progress = Progress("ingest", len(events))
+    sender = BatchSender(client, ingest, report)
+    started = time.monotonic()
+    items = ((event["event_id"], event) for event in events)
+    await send_all(sender, batched(items, 1000), concurrency=concurrency,
+                   on_batch=lambda: progress.set(report.done))
+    sent_at = time.monotonic()
+    progress.set(report.done)
+    progress.finish()
+    if report.rejected:
+        for line in report.summary_lines(sent_at - started):
+            say(line)
+    return report, started, sent_at
+
+
+def run(up: UpOptions, options: DemoOptions) -> int:
+    """`tierflow demo`: exit 0 once shown (`--exit`) or after Ctrl-C."""
+    settings, ports = load_settings()
+    return asyncio.run(_run(up, options, settings=settings, ports=ports))
+
+
+async def _run(
+    up: UpOptions, options: DemoOptions, *, settings: CommonSettings, ports: Ports
+) -> int:
+    stop = StopSignal()
+    install_signals(stop, say=say)
+    async with Supervisor(up, settings=settings, ports=ports, stop=stop) as system:
+        if system.api_key is None:
+            raise CliError("the demo needs a key with the admin scope; TIERFLOW_API_KEYS has none")
+        async with api_client(system.api_key) as client:
+            await until_stopped(play(system, client, options), stop)
+        if options.exit_after:
+            return 0
+        for line in banner_lines(system.summary(), now=datetime.now(UTC)):
+            say(line)
+        await system.wait()
+    return 0

@@ -1,0 +1,269 @@
+"""`tierflow up`: embedded PostgreSQL and broker, migrations, the three services, a clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+from pydantic import SecretStr
+
+from shared.cli.banner import BROKER_NOTE, Summary, banner_lines
+from shared.cli.config import CliError, child_environ
+from shared.cli.drain import drain
+from shared.cli.keys import ensure_api_key, first_admin_key, keys_document
+from shared.cli.lifecycle import StopSignal, first_error, install_signals
+from shared.cli.output import say
+from shared.cli.procs import ServiceFailed, ServiceProcess
+from shared.db.migrate import upgrade
+from shared.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
+from shared.kafka import ensure_topics
+from shared.settings import CommonSettings, GraderSettings, IngestSettings, NotifierSettings
+
+SERVICES = ("grader", "notifier", "ingest")
+DISPLAY_ORDER = ("ingest", "grader", "notifier")
+PORT_VARIABLES = {"ingest": "TIERFLOW_INGEST_PORT", "grader": "TIERFLOW_GRADER_PORT",
+                  "notifier": "TIERFLOW_NOTIFIER_PORT"}
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Where each service listens."""
+
+    ingest: int = 8080
+    grader: int = 8081
+    notifier: int = 8082
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    """What to start and how long to wait."""
+
+    data_dir: Path
+    services: tuple[str, ...] = SERVICES
+    broker_port: int = 9092  # the Kafka default, so other tools find it; any free one if taken
+    ready_timeout: float = 90.0
+    drain_timeout: float = 30.0
+    stop_timeout: float = 15.0
+
+
+def load_settings() -> tuple[CommonSettings, Ports]:
+    """Validate every process's settings up front: a bad variable fails before anything starts."""
+    ports = Ports(IngestSettings().ingest_port, GraderSettings().grader_port,
+                  NotifierSettings().notifier_port)
+    return CommonSettings(), ports
+
+
+def port_taken(host: str, port: int) -> bool:
+    """True when something already listens on host:port (same reuse rules as the servers)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def client_host(host: str) -> str:
+    """The address to reach a server bound to `host` from this machine."""
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - recognising a wildcard bind, not binding
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+class Supervisor:
+    """The whole system on one machine, as an async context: enter starts it, exit stops it."""
+
+    def __init__(
+        self, options: UpOptions, *, settings: CommonSettings, ports: Ports = Ports(),
+        stop: StopSignal | None = None, out: Callable[[str], None] = say,
+    ) -> None:
+        self.options, self.settings, self.ports = options, settings, ports
+        self.stop = stop or StopSignal()
+        self.out = out
+        self.database_url = self.bootstrap = ""
+        self.api_key: str | None = None
+        self.procs: dict[str, ServiceProcess] = {}
+        self._notes = {"database": "", "broker": "", "key": ""}
+        self._stack = AsyncExitStack()
+        self._skip_drain = False
+
+    def url(self, service: str) -> str:
+        """The base URL of a service."""
+        port = getattr(self.ports, service)
+        return f"http://{client_host(self.settings.host)}:{port}"
+
+    @property
+    def infra_settings(self) -> CommonSettings:
+        """The settings with the database and broker actually in use."""
+        return self.settings.model_copy(update={
+            "database_url": SecretStr(self.database_url), "kafka_bootstrap": self.bootstrap})
+
+    async def __aenter__(self) -> Supervisor:
+        try:
+            await self._start()
+        except BaseException:
+            self._skip_drain = True  # half-started: nothing worth waiting for
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._skip_drain = self._skip_drain or isinstance(exc, ServiceFailed)
+        await self._stack.aclose()
+
+    async def _start(self) -> None:
+        self.options.data_dir.mkdir(parents=True, exist_ok=True)
+        self.database_url = await self._database()
+        self.bootstrap = await self._broker()
+        self.out("migrating the database schema…")
+        await upgrade(self.database_url)
+        await ensure_topics(self.infra_settings)
+        key_env = self._api_keys()
+        if self.options.services:
+            await self._start_services(key_env)
+
+    async def _database(self) -> str:
+        if "database_url" in self.settings.model_fields_set:
+            self._notes["database"] = "external (TIERFLOW_DATABASE_URL)"
+            return self.settings.database_url.get_secret_value()
+        pg_dir = self.options.data_dir / "pg"
+        self.out(f"starting PostgreSQL (data in {pg_dir})…")
+        server = EmbeddedPostgres(pg_dir)
+        url = await asyncio.to_thread(server.start)
+        self._stack.push_async_callback(self._stop_database, server)
+        self._notes["database"] = f"embedded PostgreSQL 16, data in {pg_dir}"
+        return url
+
+    async def _stop_database(self, server: EmbeddedPostgres) -> None:
+        await asyncio.to_thread(server.stop)
+        self.out("stopped PostgreSQL (the data stays)")
+
+    async def _broker(self) -> str:
+        if "kafka_bootstrap" in self.settings.model_fields_set:
+            self._notes["broker"] = f"external ({self.settings.kafka_bootstrap})"
+            return self.settings.kafka_bootstrap
+        host, port = "127.0.0.1", self.options.broker_port
+        if not port or port_taken(host, port):
+            port = free_port(host)
+        server = EmbeddedBroker(host=host, port=port,
+                                log_path=self.options.data_dir / "broker.log")
+        self.out(f"starting the broker on {host}:{port}…")
+        self.out(BROKER_NOTE)
+        bootstrap = await asyncio.to_thread(server.start)
+        self._stack.push_async_callback(self._stop_broker, server)
+        self._notes["broker"] = f"embedded at {bootstrap} (memory only)"
+        return bootstrap
+
+    async def _stop_broker(self, server: EmbeddedBroker) -> None:
+        await asyncio.to_thread(server.stop)
+        self.out("stopped the broker")
+
+    def _api_keys(self) -> dict[str, str]:
+        """Use the configured keys, or create/reuse the saved admin key; env for the children."""
+        if "api_keys" in self.settings.model_fields_set:
+            self.api_key = first_admin_key(self.settings.api_keys.get_secret_value())
+            self._notes["key"] = "(keys from TIERFLOW_API_KEYS)"
+            return {}
+        key, created = ensure_api_key(self.options.data_dir)
+        self.api_key = key
+        where = self.options.data_dir / "api-key"
+        self._notes["key"] = f"(admin; {'created and ' if created else ''}saved in {where})"
+        try:
+            CommonSettings(api_keys=SecretStr(keys_document(key)))
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            raise CliError(f"the key in {where} is not usable ({exc}); delete the file") from None
+        return {"TIERFLOW_API_KEYS": keys_document(key)}
+
+    async def _start_services(self, key_env: dict[str, str]) -> None:
+        env = child_environ({
+            "TIERFLOW_DATABASE_URL": self.database_url, "TIERFLOW_KAFKA_BOOTSTRAP": self.bootstrap,
+            **key_env, **{PORT_VARIABLES[s]: str(getattr(self.ports, s)) for s in SERVICES},
+        })
+        for name in self.options.services:
+            port = getattr(self.ports, name)
+            if port_taken(self.settings.host, port):
+                raise CliError(f"port {port} for {name} is in use: stop what uses it or set "
+                               f"{PORT_VARIABLES[name]} to another port")
+            self.procs[name] = ServiceProcess(
+                name, [sys.executable, "-m", f"services.{name}"], env,
+                self.options.data_dir / "logs" / f"{name}.log", self.url(name))
+        self._stack.push_async_callback(self._stop_services)
+        self.out("starting " + ", ".join(self.procs) + "…")
+        for proc in self.procs.values():
+            await proc.start()
+        async with httpx.AsyncClient() as client:
+            await first_error(*(
+                p.wait_ready(client, within=self.options.ready_timeout,
+                             interrupted=self.stop.is_set) for p in self.procs.values()))
+
+    async def _stop_services(self) -> None:
+        """Ingest first (no new events), let grader and notifier drain, then stop them."""
+        grace = self.options.stop_timeout
+        ingest = self.procs.get("ingest")
+        if ingest is not None:
+            await ingest.stop(grace=grace)
+            self.out("stopped ingest")
+        rest = [p for name, p in self.procs.items() if name != "ingest"]
+        if rest and not self._skip_drain and all(p.alive for p in rest):
+            await drain(
+                {n: self.url(n) for n in self.procs if n != "ingest"},
+                within=self.options.drain_timeout, forced=lambda: self.stop.forced,
+                out=self.out, memory_broker="kafka_bootstrap" not in self.settings.model_fields_set,
+            )
+        await asyncio.gather(*(p.stop(grace=grace) for p in rest))
+        if rest:
+            self.out("stopped " + " and ".join(p.name for p in rest))
+
+    async def wait(self) -> None:
+        """Until a stop is asked for (returns) or a service dies (raises ServiceFailed)."""
+        watchers = [asyncio.ensure_future(p.exited()) for p in self.procs.values()]
+        stopper = asyncio.ensure_future(self.stop.requested.wait())
+        try:
+            await asyncio.wait([*watchers, stopper], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (*watchers, stopper):
+                task.cancel()
+        for proc in self.procs.values():
+            if not proc.alive:
+                self._skip_drain = True
+                raise ServiceFailed(proc.failure_report("exited unexpectedly") +
+                                    "\nstopping everything")
+
+    def summary(self) -> Summary:
+        """What the banner shows."""
+        return Summary(
+            data_dir=self.options.data_dir,
+            urls={n: self.url(n) for n in DISPLAY_ORDER if n in self.procs},
+            database=self._notes["database"], broker=self._notes["broker"],
+            api_key=self.api_key if "api_keys" not in self.settings.model_fields_set else None,
+            key_note=self._notes["key"],
+        )
+
+
+def run(data_dir: Path) -> int:
+    """`tierflow up`: run until Ctrl-C or until a service dies."""
+    settings, ports = load_settings()
+    return asyncio.run(_run(UpOptions(data_dir=data_dir.resolve()), settings, ports))
+
+
+async def _run(options: UpOptions, settings: CommonSettings, ports: Ports) -> int:
+    stop = StopSignal()
+    install_signals(stop, say=say)
+    async with Supervisor(options, settings=settings, ports=ports, stop=stop) as system:
+        for line in banner_lines(system.summary(), now=datetime.now(UTC)):
+            say(line)
+        await system.wait()
+    say("tierflow stopped")
+    return 0

@@ -1,0 +1,379 @@
+"""The production description (compose, Prometheus, Grafana, Dockerfile, docs) matches the code."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import re
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
+
+from shared.settings import CommonSettings, GraderSettings, IngestSettings, NotifierSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "tierflow.json"
+DATASOURCES = ROOT / "deploy" / "grafana" / "provisioning" / "datasources"
+
+SETTINGS_BY_COMMAND: dict[str, type[CommonSettings]] = {
+    "migrate": CommonSettings,
+    "ingest": IngestSettings,
+    "grader": GraderSettings,
+    "notifier": NotifierSettings,
+}
+PORT_FIELD = {"ingest": "ingest_port", "grader": "grader_port", "notifier": "notifier_port"}
+# Values a deployment must not change without changing the code's defaults too.
+PINNED_FIELDS = frozenset({
+    "ingest_port", "grader_port", "notifier_port", "topic_events", "topic_tier_changes",
+    "topic_dlq", "events_partitions", "consumer_group",
+})
+AGREED_METRICS = frozenset({
+    "tierflow_ingest_events_total", "tierflow_ingest_request_seconds",
+    "tierflow_grader_events_total", "tierflow_grader_batch_seconds",
+    "tierflow_grader_end_to_end_seconds", "tierflow_grader_consumer_lag",
+    "tierflow_grader_tier_changes_total", "tierflow_customers",
+    "tierflow_notifier_outbox_backlog", "tierflow_notifier_messages_total",
+})
+# What the compose file interpolates from `.env`; stand-ins that pass validation.
+SAMPLE_DOTENV = {
+    "POSTGRES_PASSWORD": "pw",
+    "TIERFLOW_API_KEYS": json.dumps({"k" * 32: ["admin"]}),
+}
+INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z0-9_]+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count", "_created")
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """A YAML document that must be a mapping."""
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert isinstance(doc, dict), f"{path} is not a YAML mapping"
+    return doc
+
+
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    """A service's environment, whether written as a mapping or as KEY=value items."""
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        return dict(item.partition("=")[::2] for item in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def command(service: dict[str, Any]) -> list[str]:
+    """A service's command as a list of words."""
+    cmd = service.get("command") or []
+    return shlex.split(cmd) if isinstance(cmd, str) else [str(word) for word in cmd]
+
+
+def tierflow_services(compose: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(service name, tierflow subcommand, service) for every service built from our image."""
+    for name, service in compose["services"].items():
+        if "build" in service or str(service.get("image", "")).startswith("tierflow"):
+            words = command(service)
+            yield name, (words[0] if words else ""), service
+
+
+def field_of(var: str) -> str:
+    """`TIERFLOW_INGEST_PORT` -> `ingest_port`."""
+    return var.removeprefix("TIERFLOW_").lower()
+
+
+def interpolate(value: str, dotenv: dict[str, str]) -> str:
+    """Compose's `${VAR}`, `${VAR:-default}`, `${VAR:?error}` with `dotenv` as the `.env`."""
+
+    def one(match: re.Match[str]) -> str:
+        name, op, arg = match["name"], match["op"], match["arg"]
+        if name in dotenv:
+            return dotenv[name]
+        if op and op.endswith("-"):
+            return str(arg)
+        raise AssertionError(f"${{{name}}} has no sample value in SAMPLE_DOTENV")
+
+    return INTERPOLATION.sub(one, value)
+
+
+def env_problems(compose: dict[str, Any]) -> list[str]:
+    """Every TIERFLOW_* variable must be a field of the settings of the process it goes to."""
+    problems = []
+    ours = {name: cmd for name, cmd, _ in tierflow_services(compose)}
+    for name, service in compose["services"].items():
+        settings = SETTINGS_BY_COMMAND.get(ours.get(name, ""))
+        for var in environment(service):
+            if not var.startswith("TIERFLOW_"):
+                continue
+            if settings is None:
+                problems.append(f"{name}: {var} given to a service that is not a tierflow process")
+            elif field_of(var) not in settings.model_fields:
+                problems.append(f"{name}: {var} is not a field of {settings.__name__}")
+    return problems
+
+
+def value_problems(compose: dict[str, Any]) -> list[str]:
+    """The values must pass the settings' own validation; pinned ones equal the defaults."""
+    problems = []
+    for name, cmd, service in tierflow_services(compose):
+        settings = SETTINGS_BY_COMMAND.get(cmd)
+        if settings is None:
+            continue
+        values = {
+            field_of(var): interpolate(value, SAMPLE_DOTENV)
+            for var, value in environment(service).items()
+            if var.startswith("TIERFLOW_") and field_of(var) in settings.model_fields
+        }
+        try:
+            built: BaseSettings = settings(_env_file=None, **values)
+        except ValidationError as exc:
+            problems.append(f"{name}: {exc}")
+            continue
+        for field in PINNED_FIELDS & values.keys():
+            if getattr(built, field) != settings.model_fields[field].default:
+                problems.append(f"{name}: {field} differs from the settings default")
+    return problems
+
+
+def published_ports(service: dict[str, Any]) -> list[tuple[int, int]]:
+    """(host, container) pairs of a service's short-syntax `ports`."""
+    pairs = []
+    for entry in service.get("ports", []):
+        host, _, container = str(entry).rpartition(":")
+        pairs.append((int(host.rpartition(":")[2] or container), int(container)))
+    return pairs
+
+
+def scraped_ports(prometheus: dict[str, Any]) -> dict[str, int]:
+    """Port scraped per target host."""
+    ports = {}
+    for job in prometheus["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            for target in static["targets"]:
+                host, _, port = target.rpartition(":")
+                ports[host] = int(port)
+    return ports
+
+
+def port_problems(compose: dict[str, Any], prometheus: dict[str, Any]) -> list[str]:
+    """Published, health-checked and scraped ports equal the settings defaults."""
+    problems = []
+    scraped = scraped_ports(prometheus)
+    for name, cmd, service in tierflow_services(compose):
+        field = PORT_FIELD.get(cmd)
+        if field is None:
+            continue
+        default = SETTINGS_BY_COMMAND[cmd].model_fields[field].default
+        if published_ports(service) != [(default, default)]:
+            problems.append(f"{name}: publishes {published_ports(service)}, expected {default}")
+        if scraped.get(name) != default:
+            problems.append(f"{name}: Prometheus scrapes {scraped.get(name)}, expected {default}")
+        health = " ".join(command({"command": service.get("healthcheck", {}).get("test", [])}))
+        if f":{default}/readyz" not in health:
+            problems.append(f"{name}: healthcheck does not probe :{default}/readyz")
+    return problems
+
+
+def topic_problems(compose: dict[str, Any]) -> list[str]:
+    """The topic-creation job creates exactly the topics (and partitions) the code uses."""
+    init = environment(compose["services"]["kafka-init"])
+    defaults = CommonSettings.model_fields
+    wanted = {defaults[f].default for f in ("topic_events", "topic_tier_changes", "topic_dlq")}
+    created = {v for k, v in init.items() if k.startswith("TOPIC_")}
+    problems = [] if created == wanted else [f"kafka-init creates {created}, code uses {wanted}"]
+    if int(init["EVENTS_PARTITIONS"]) != defaults["events_partitions"].default:
+        problems.append("kafka-init EVENTS_PARTITIONS differs from events_partitions")
+    return problems
+
+
+def expressions(dashboard: dict[str, Any]) -> Iterator[str]:
+    """Every PromQL expression in the dashboard, rows' nested panels included."""
+    for panel in dashboard["panels"]:
+        for inner in [panel, *panel.get("panels", [])]:
+            for target in inner.get("targets", []):
+                yield str(target["expr"])
+
+
+def dashboard_metrics(dashboard: dict[str, Any]) -> set[str]:
+    """tierflow metric names in the expressions, histogram suffixes removed."""
+    names = set()
+    for expr in expressions(dashboard):
+        for name in re.findall(r"\btierflow_[a-z0-9_]+", expr):
+            for suffix in HISTOGRAM_SUFFIXES:
+                name = name.removesuffix(suffix)
+            names.add(name)
+    return names
+
+
+def source_text() -> str:
+    """All Python source of the services (and shared code they may define metrics in)."""
+    files = sorted([*ROOT.glob("services/**/*.py"), *ROOT.glob("shared/**/*.py")])
+    return "\n".join(path.read_text(encoding="utf-8") for path in files)
+
+
+def defined_metrics(source: str) -> set[str]:
+    """Names passed to prometheus_client constructors, `_total` as Prometheus exposes it."""
+    found = re.findall(r"(Counter|Gauge|Histogram|Summary)\(\s*[\"'](tierflow_\w+)[\"']", source)
+    return {
+        f"{name.removesuffix('_total')}_total" if kind == "Counter" else name
+        for kind, name in found
+    }
+
+
+def metric_problems(names: set[str], source: str) -> list[str]:
+    """A metric is defined when its name (or, for counters, the name less `_total`) is quoted."""
+    problems = []
+    for name in sorted(names):
+        candidates = {name, name.removesuffix("_total")}
+        if not any(re.search(rf"[\"']{re.escape(c)}[\"']", source) for c in candidates):
+            problems.append(f"{name} is not defined in services/")
+    return problems
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return load_yaml(COMPOSE)
+
+
+@pytest.fixture(scope="module")
+def prometheus() -> dict[str, Any]:
+    return load_yaml(PROMETHEUS)
+
+
+@pytest.fixture(scope="module")
+def dashboard() -> dict[str, Any]:
+    doc = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    assert isinstance(doc, dict)
+    return doc
+
+
+def test_compose_runs_the_three_processes_after_migrate(compose: dict[str, Any]) -> None:
+    commands = {cmd for _, cmd, _ in tierflow_services(compose)}
+    assert commands == {"migrate", "ingest", "grader", "notifier"}
+    for name in ("ingest", "grader", "notifier"):
+        needs = compose["services"][name]["depends_on"]
+        assert needs["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_every_tierflow_variable_is_a_settings_field(compose: dict[str, Any]) -> None:
+    assert env_problems(compose) == []
+
+
+def test_variable_values_pass_validation_and_pinned_ones_equal_defaults(
+    compose: dict[str, Any],
+) -> None:
+    assert value_problems(compose) == []
+
+
+def test_ports_equal_the_settings_defaults(
+    compose: dict[str, Any], prometheus: dict[str, Any]
+) -> None:
+    assert port_problems(compose, prometheus) == []
+
+
+def test_topics_created_equal_the_settings_defaults(compose: dict[str, Any]) -> None:
+    assert topic_problems(compose) == []
+
+
+def test_commands_are_cli_subcommands(compose: dict[str, Any]) -> None:
+    cli = importlib.import_module("shared.cli")
+    assert hasattr(cli, "SUBCOMMANDS"), "shared.cli must export SUBCOMMANDS, the subcommand names"
+    subcommands = set(cli.SUBCOMMANDS)
+    used = {cmd for _, cmd, _ in tierflow_services(compose)}
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    used |= set(re.findall(r"/tierflow (\w+)", makefile))
+    assert used <= subcommands, f"not tierflow subcommands: {used - subcommands}"
+
+
+def test_dashboard_is_valid_and_shows_the_agreed_metrics(dashboard: dict[str, Any]) -> None:
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    assert dashboard_metrics(dashboard) >= AGREED_METRICS
+    uids = {
+        source["uid"]
+        for path in DATASOURCES.glob("*.yml")
+        for source in load_yaml(path)["datasources"]
+    }
+    for panel in dashboard["panels"]:
+        if panel["type"] != "row":
+            assert panel["datasource"]["uid"] in uids, panel["title"]
+
+
+def test_dashboard_metrics_are_defined_in_the_services(dashboard: dict[str, Any]) -> None:
+    assert metric_problems(dashboard_metrics(dashboard), source_text()) == []
+
+
+def test_dockerfile_runs_tierflow_unprivileged() -> None:
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert re.search(r"^FROM python:3\.11-slim\b", text, re.MULTILINE)
+    assert 'ENTRYPOINT ["tierflow"]' in text
+    users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
+    assert users and users[-1] not in {"root", "0"}
+    for var in re.findall(r"\b(TIERFLOW_[A-Z0-9_]+)=", text):
+        assert field_of(var) in CommonSettings.model_fields, var
+
+
+def test_docs_name_every_setting_and_metric() -> None:
+    configuration = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    fields = set().union(*(cls.model_fields for cls in SETTINGS_BY_COMMAND.values()))
+    missing = sorted(f for f in fields if f"TIERFLOW_{f.upper()}" not in configuration)
+    assert missing == [], "docs/configuration.md lacks these"
+    operations = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    metrics = AGREED_METRICS | defined_metrics(source_text())
+    assert sorted(m for m in metrics if f"`{m}`" not in operations) == []
+
+
+def _renamed_var(doc: dict[str, Any]) -> None:
+    doc["services"]["ingest"]["environment"]["TIERFLOW_INGEST_PROT"] = "8080"
+
+
+def _var_for_the_wrong_process(doc: dict[str, Any]) -> None:
+    doc["services"]["ingest"]["environment"]["TIERFLOW_CONSUMER_GROUP"] = "x"
+
+
+def _var_on_kafka(doc: dict[str, Any]) -> None:
+    doc["services"]["kafka"]["environment"]["TIERFLOW_HOST"] = "0.0.0.0"  # noqa: S104
+
+
+def _bad_value(doc: dict[str, Any]) -> None:
+    doc["services"]["grader"]["environment"]["TIERFLOW_KAFKA_BOOTSTRAP"] = "kafka"
+
+
+def _moved_topic(doc: dict[str, Any]) -> None:
+    doc["services"]["grader"]["environment"]["TIERFLOW_TOPIC_EVENTS"] = "events"
+
+
+def _moved_port(doc: dict[str, Any]) -> None:
+    doc["services"]["notifier"]["ports"] = ["9082:8082"]
+
+
+def _missing_topic(doc: dict[str, Any]) -> None:
+    del doc["services"]["kafka-init"]["environment"]["TOPIC_DLQ"]
+
+
+@pytest.mark.parametrize(
+    "mistake",
+    [_renamed_var, _var_for_the_wrong_process, _var_on_kafka, _bad_value, _moved_topic,
+     _moved_port, _missing_topic],
+)
+def test_the_checks_catch_mistakes(
+    compose: dict[str, Any], prometheus: dict[str, Any], mistake: Any
+) -> None:
+    broken = copy.deepcopy(compose)
+    mistake(broken)
+    found = [
+        *env_problems(broken), *value_problems(broken),
+        *port_problems(broken, prometheus), *topic_problems(broken),
+    ]
+    assert found
+
+
+def test_the_metric_check_catches_an_undefined_metric() -> None:
+    source = 'Counter("tierflow_ingest_events", "...")\nHistogram(\n "tierflow_x_seconds", "")'
+    assert defined_metrics(source) == {"tierflow_ingest_events_total", "tierflow_x_seconds"}
+    assert metric_problems({"tierflow_ingest_events_total", "tierflow_x_seconds"}, source) == []
+    assert metric_problems({"tierflow_ingest_event_total"}, source) != []
