@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -59,17 +61,29 @@ class EmbeddedPostgres:
         self.url = f"postgresql+asyncpg://postgres@/postgres?host={socket_dir}"
         return self.url
 
-    def stop(self) -> None:
-        """Stop the server; the data stays in `data_dir`."""
-        from pgserver._commands import pg_ctl
-
-        server = self._server
-        if server is None:
+    def stop(self, timeout: float = 30.0) -> None:
+        """Fast shutdown (SIGINT to the postmaster); the data stays in `data_dir`."""
+        if self._server is None:
             return
-        with contextlib.suppress(subprocess.CalledProcessError):
-            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.data_dir,
-                   user=getattr(server, "system_user", None))
         self._server = None
+        pid_file = self.data_dir / "postmaster.pid"
+        try:
+            pid = int(pid_file.read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return
+        # Signalled directly: pg_ctl runs as the server's system user, who may not be able
+        # to reach a data dir under a root-only temporary directory.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGINT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 @dataclass

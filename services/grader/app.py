@@ -57,18 +57,19 @@ def create_app(settings: GraderSettings, *, consume: bool = True) -> FastAPI:
     regrader = Regrader(engine=engine, policies=policies, metrics=metrics,
                         chunk=settings.regrade_chunk, interval_s=settings.regrade_interval_s)
     grader = Grader(settings, engine, policies, metrics, regrader)
-    producer = make_producer(settings, client_id="tierflow-grader-dlq")
-    worker = GraderWorker(settings, engine=engine, policies=policies, metrics=metrics,
-                          producer=producer)
+    worker = GraderWorker(settings, engine=engine, policies=policies, metrics=metrics)
     tasks: list[asyncio.Task[None]] = []
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         async with engine.connect() as sa_conn:
             await policies.load(await raw(sa_conn))
+        # aiokafka clients bind to the running loop: create them inside the lifespan.
+        producer = make_producer(settings, client_id="tierflow-grader-dlq")
         if consume:
             await ensure_topics(settings)
             await producer.start()
+            worker.producer = producer
             tasks.append(asyncio.create_task(supervise("consumer", worker.run)))
         tasks.append(asyncio.create_task(supervise("regrader", regrader.run)))
         gauges = supervise("gauges", lambda: refresh_customer_gauge(grader))

@@ -53,6 +53,7 @@ class BatchOutcome:
 
     applied: int = 0
     duplicates: int = 0
+    regraded: dict[str, int] = field(default_factory=dict)
     changes: list[OutboxRow] = field(default_factory=list)
 
 
@@ -118,11 +119,12 @@ async def regrade_due(
     outcome = BatchOutcome()
     async with conn.transaction():
         due = await repo.due_customers(conn, version=active.version, today=now.date(), limit=limit)
-        graded = [
-            grade_customer(s, s.customer_id, (), active, now=now,
-                           reason="policy" if s.policy_version != active.version else "schedule")
-            for s in due
-        ]
+        graded = []
+        for stored in due:
+            reason = "policy" if stored.policy_version != active.version else "schedule"
+            outcome.regraded[reason] = outcome.regraded.get(reason, 0) + 1
+            graded.append(grade_customer(stored, stored.customer_id, (), active, now=now,
+                                         reason=reason))
         await _save(conn, graded, active=active, now=now, outcome=outcome)
     return len(due), outcome
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from shared.metrics import LATENCY_BUCKETS, SIZE_BUCKETS
@@ -55,3 +58,11 @@ class GraderMetrics:
             "Batches rolled back because another consumer had advanced the partition",
             registry=r,
         )
+
+    def count_changes(self, payloads: Iterable[dict[str, Any]]) -> None:
+        """Count applied tier changes (not downgrade notices), whatever caused them."""
+        for p in payloads:
+            if p["type"] == "tier.changed":
+                self.tier_changes.labels(
+                    p["ladder"], p["from_tier"] or "", p["to_tier"], p["reason"]
+                ).inc()

@@ -61,7 +61,8 @@ class Regrader:
                 else:
                     await jobs.finish_completed(conn, version=active.version)
             total += count
-            for row in outcome.changes:
-                self.metrics.regraded.labels(row.payload["reason"]).inc()
+            for reason, regraded in outcome.regraded.items():
+                self.metrics.regraded.labels(reason).inc(regraded)
+            self.metrics.count_changes(row.payload for row in outcome.changes)
             if count == 0:
                 return total

@@ -46,7 +46,7 @@ class GraderWorker:
 
     def __init__(
         self, settings: GraderSettings, *, engine: AsyncEngine, policies: PolicyCache,
-        metrics: GraderMetrics, producer: AIOKafkaProducer,
+        metrics: GraderMetrics, producer: AIOKafkaProducer | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -198,6 +198,7 @@ class GraderWorker:
         return event, ""
 
     async def _dead_letter(self, rejects: list[tuple[ConsumerRecord, str]]) -> None:
+        assert self.producer is not None, "the DLQ producer starts with the app"  # noqa: S101
         futures = []
         for record, error in rejects:
             headers = [
@@ -220,11 +221,7 @@ class GraderWorker:
         now = time.time()
         for stamp in stamps:
             m.end_to_end.observe(max(now - stamp, 0.0))
-        for row in outcome.changes:
-            if row.kind == "tier.changed":
-                p = row.payload
-                m.tier_changes.labels(p["ladder"], p["from_tier"] or "", p["to_tier"],
-                                      p["reason"]).inc()
+        m.count_changes(row.payload for row in outcome.changes)
 
 
 def _summary(exc: ValidationError) -> str:

@@ -106,7 +106,7 @@ def _apply_feedback(agg: Aggregates, event: Feedback, bucket: DayBucket) -> None
         agg.ratings_count += 1
     if data.nps is not None:
         key = (event.occurred_at.astimezone(UTC), event.event_id)
-        if agg.last_nps_key is None or key[0] > agg.last_nps_key[0]:
+        if agg.last_nps_key is None or key > agg.last_nps_key:
             agg.last_nps_key = key
             agg.last_nps = data.nps
 
