@@ -42,11 +42,17 @@ def create_app(settings: IngestSettings, *, publisher: EventPublisher | None = N
             exc.status, exc.title, detail=exc.detail, errors=exc.errors, headers=exc.headers
         )
 
-    app = FastAPI(title="tierflow ingest", version="1", lifespan=lifespan)
+    # Metrics are Prometheus; FastAPI's own OpenTelemetry hooks would look up providers on
+    # every request of this hot path, so they are off (older FastAPI ignores the argument).
+    app = FastAPI(
+        title="tierflow ingest", version="1", lifespan=lifespan,
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     install_problem_handlers(app)
     app.add_exception_handler(IngestProblem, on_problem)
-    app.include_router(health_router(registry, ready))
     routes = EventRoutes(settings, publisher=events_out, metrics=metrics)
+    # Event routes first: the router tries routes in order and these are the busy ones.
     app.include_router(events_router(routes, ApiKeys(settings.key_scopes())))
+    app.include_router(health_router(registry, ready))
     app.state.registry = registry
     return app

@@ -45,11 +45,11 @@ def split_batch(body: bytes, *, ndjson: bool, max_events: int) -> list[object]:
     return items
 
 
-def check_item(item: object, *, rules: Rules, now: datetime) -> Event | Rejection:
+def check_item(item: object, *, rules: Rules, latest: datetime) -> Event | Rejection:
     """One batch item, checked by every rule (a raw line is decoded and validated at once)."""
     if isinstance(item, bytes):
-        return validate_json(item, rules=rules, now=now)
-    return validate_obj(item, rules=rules, now=now)
+        return validate_json(item, rules=rules, latest=latest)
+    return validate_obj(item, rules=rules, latest=latest)
 
 
 def claimed(item: object) -> tuple[str | None, str]:

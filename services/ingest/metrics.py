@@ -48,6 +48,10 @@ class IngestMetrics:
         self._rejections = {r: rejections.labels(r) for r in REASONS}
         self.latency = {r: latency.labels(r) for r in ROUTES}
 
+    def count_event(self, event_type: str, outcome: str) -> None:
+        """Count one event."""
+        self._events[event_type, outcome].inc()
+
     def count_events(self, outcomes: Iterable[tuple[str, str]]) -> None:
         """Count `(type, outcome)` pairs, one `inc` per distinct pair."""
         for (event_type, outcome), n in Tally(outcomes).items():

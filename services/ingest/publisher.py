@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from services.ingest.sending import Sent, send_batched, send_each
 from shared.errors import BrokerUnavailable
-from shared.events import Event, event_json
+from shared.events import Event
 from shared.kafka import ensure_topics, make_producer
 from shared.settings import IngestSettings
 
@@ -20,6 +21,9 @@ log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 2.0
 RECONNECT_MAX_S = 5.0
+# Below this, send() per event lets concurrent small requests share the producer's
+# lingering batches; above it, building our own per-partition batches costs far less CPU.
+BATCH_FROM = 32
 
 
 class EventPublisher(Protocol):
@@ -38,7 +42,7 @@ class EventPublisher(Protocol):
         """Send all, then wait for every acknowledgement; one outcome per event, in order."""
 
 
-def _retrieve(fut: asyncio.Future[object]) -> None:
+def _retrieve(fut: asyncio.Future[Any]) -> None:
     """Mark a late outcome as seen, so asyncio does not log it as never retrieved."""
     if not fut.cancelled():
         fut.exception()
@@ -89,30 +93,21 @@ class KafkaPublisher:
                     await self._connected.wait()
             except TimeoutError:
                 return [BrokerUnavailable("the broker is not reachable")] * len(events)
-        sent: list[asyncio.Future[object] | BaseException] = []
+        sent: Sent = {}
+        send = send_batched if len(events) >= BATCH_FROM else send_each
+        assert self._producer is not None  # noqa: S101 - _connected is set only with it
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout_at(deadline):
-                await self._enqueue(events, sent)
-        futures = [f for f in sent if isinstance(f, asyncio.Future)]
-        if futures:
-            await asyncio.wait(futures, timeout=max(deadline - loop.time(), 0))
-        return [_outcome(sent[i]) if i < len(sent) else _late() for i in range(len(events))]
-
-    async def _enqueue(
-        self, events: Sequence[Event], sent: list[asyncio.Future[object] | BaseException]
-    ) -> None:
-        """Hand each event to the producer's batches; `sent` fills in as it goes."""
-        assert self._producer is not None  # noqa: S101 - _connected is set only with it
-        producer, topic = self._producer, self._settings.topic_events
-        for event in events:
-            try:
-                fut = await producer.send(
-                    topic, value=event_json(event), key=event.customer_id.encode()
-                )
-            except KafkaError as exc:
-                sent.append(exc)
-            else:
-                sent.append(fut)
+                await send(self._producer, self._settings.topic_events, events, sent)
+        futures = {f for f in sent.values() if isinstance(f, asyncio.Future)}
+        try:
+            if futures:
+                await asyncio.wait(futures, timeout=max(deadline - loop.time(), 0))
+        finally:  # also when the request is cancelled (client gone) while waiting
+            for fut in futures:
+                if not fut.done():
+                    fut.add_done_callback(_retrieve)
+        return [_outcome(sent.get(i)) for i in range(len(events))]
 
     async def _connect_once(self) -> bool:
         """Create the topics and start a producer; False (logged) when the broker is down."""
@@ -121,12 +116,13 @@ class KafkaPublisher:
             await ensure_topics(self._settings)
             producer = make_producer(self._settings, client_id="tierflow-ingest")
             await producer.start()
+            self._producer, producer = producer, None
         except (KafkaError, OSError) as exc:
             log.warning("broker %s not reachable: %s", self._settings.kafka_bootstrap, exc)
-            if producer is not None:
-                await producer.stop()
             return False
-        self._producer = producer
+        finally:
+            if producer is not None:  # failed or cancelled half-way: close what was opened
+                await producer.stop()
         self._connected.set()
         log.info("connected to broker %s", self._settings.kafka_bootstrap)
         return True
@@ -141,14 +137,13 @@ class KafkaPublisher:
             delay = min(delay * 2, RECONNECT_MAX_S)
 
 
-def _outcome(sent: asyncio.Future[object] | BaseException) -> BaseException | None:
+def _outcome(sent: asyncio.Future[Any] | BaseException | None) -> BaseException | None:
     """None when acknowledged; the error, or BrokerUnavailable when no ack came in time."""
     if isinstance(sent, BaseException):
         return sent
-    if not sent.done():
-        sent.add_done_callback(_retrieve)
+    if sent is None or not sent.done() or sent.cancelled():
         return _late()
-    return _late() if sent.cancelled() else sent.exception()
+    return sent.exception()
 
 
 def _late() -> BrokerUnavailable:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pydantic_core
 from pydantic import ValidationError
 
 from shared.errors import TierflowError
-from shared.events import EVENT_TYPES, Event, parse_event, parse_event_obj, too_far_in_future
+from shared.events import EVENT_TYPES, Event, parse_event, parse_event_obj
 from shared.http import field_errors
 
 _SKIP = frozenset(EVENT_TYPES)
@@ -28,6 +28,10 @@ class Rules:
     base_currency: str
     max_future_seconds: int
 
+    def latest(self, now: datetime) -> datetime:
+        """The latest `occurred_at` accepted at `now`; computed once per request."""
+        return now + timedelta(seconds=self.max_future_seconds)
+
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
@@ -44,12 +48,14 @@ def schema_errors(exc: ValidationError) -> list[dict[str, str]]:
     for err, item in zip(errors, out, strict=True):
         if err["type"] in _TAG_ERRORS:
             item["field"] = "type"
+            item["reason"] = f"must be one of {', '.join(EVENT_TYPES)}"
     return out
 
 
-def check_rules(event: Event, *, rules: Rules, now: datetime) -> Rejection | None:
+def check_rules(event: Event, *, rules: Rules, latest: datetime) -> Rejection | None:
     """The clock and currency rules for an event that passed the schema."""
-    if too_far_in_future(event, now=now, max_future_seconds=rules.max_future_seconds):
+    # Same test as shared.events.too_far_in_future, with the limit computed once per batch.
+    if event.occurred_at > latest:
         reason = f"must be at most {rules.max_future_seconds} seconds in the future"
         return Rejection("future", [{"field": "occurred_at", "reason": reason}])
     if event.type in ("purchase", "refund") and event.data.currency != rules.base_currency:
@@ -58,16 +64,16 @@ def check_rules(event: Event, *, rules: Rules, now: datetime) -> Rejection | Non
     return None
 
 
-def validate_obj(obj: object, *, rules: Rules, now: datetime) -> Event | Rejection:
+def validate_obj(obj: object, *, rules: Rules, latest: datetime) -> Event | Rejection:
     """One event already decoded from JSON, checked by every rule."""
     try:
         event = parse_event_obj(obj)
     except ValidationError as exc:
         return Rejection("validation", schema_errors(exc))
-    return check_rules(event, rules=rules, now=now) or event
+    return check_rules(event, rules=rules, latest=latest) or event
 
 
-def validate_json(raw: bytes, *, rules: Rules, now: datetime) -> Event | Rejection:
+def validate_json(raw: bytes, *, rules: Rules, latest: datetime) -> Event | Rejection:
     """One event from JSON text, decoded and validated in a single pass."""
     try:
         event = parse_event(raw)
@@ -76,7 +82,7 @@ def validate_json(raw: bytes, *, rules: Rules, now: datetime) -> Event | Rejecti
         if errors and errors[0]["type"] == "json_invalid":
             return Rejection("malformed", [{"field": "(body)", "reason": errors[0]["msg"]}])
         return Rejection("validation", schema_errors(exc))
-    return check_rules(event, rules=rules, now=now) or event
+    return check_rules(event, rules=rules, latest=latest) or event
 
 
 def decode_json(raw: bytes) -> object:

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import SecretStr
 
 from services.ingest.app import create_app
+from services.ingest.sending import partition_for
 from shared.embedded import EmbeddedBroker, free_port
 from shared.events import event_json, parse_event
 from shared.settings import IngestSettings
@@ -113,6 +114,27 @@ async def test_batch_lands_keyed_by_customer(broker: str) -> None:
         assert orjson.loads(record.value)["customer_id"].encode() == record.key
         by_customer.setdefault(record.key, set()).add(record.partition)
     assert all(len(parts) == 1 for parts in by_customer.values())  # one partition per key
+
+
+async def test_full_batch_and_single_events_agree_on_partitions(broker: str) -> None:
+    """A 1,000-event batch (built per partition) and single sends place a key identically."""
+    settings = settings_for(broker)
+    customers = [unique("c") for _ in range(50)]
+    docs = [event(customers[i % 50]) for i in range(settings.max_batch_events)]
+    singles = [event(c) for c in customers[:5]]
+    async with ingest(settings) as client:
+        response = await client.post("/v1/events/batch", json={"events": docs}, headers=AUTH)
+        assert response.json()["accepted"] == len(docs)
+        for doc in singles:
+            one = await client.post(
+                "/v1/events", content=orjson.dumps(doc),
+                headers={**AUTH, "Content-Type": "application/json"},
+            )
+            assert one.status_code == 202
+    records = await read_topic(broker, settings.topic_events, len(docs) + len(singles))
+    assert len(records) == len(docs) + len(singles)
+    for record in records:
+        assert record.partition == partition_for(record.key, range(settings.events_partitions))
 
 
 async def test_ndjson_batch_lands(broker: str) -> None:
