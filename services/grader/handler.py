@@ -11,7 +11,14 @@ from typing import Any
 import asyncpg
 
 from services.grader import repository as repo
-from services.grader.grading.aggregates import Aggregates, apply, from_json, prune, to_json
+from services.grader.grading.aggregates import (
+    Aggregates,
+    apply,
+    dedupe,
+    from_json,
+    prune,
+    to_json,
+)
 from services.grader.grading.evaluate import grade
 from services.grader.grading.metrics import compute_metrics
 from services.grader.grading.policy import Policy, metrics_read, parse_policy
@@ -95,7 +102,7 @@ async def apply_batch(
         if not events:
             return outcome
         by_customer: dict[str, list[Event]] = defaultdict(list)
-        unique = {e.event_id: e for e in reversed(events)}  # first occurrence wins
+        unique = {e.event_id: e for e in dedupe(events)}
         stored = {s.customer_id: s for s in await repo.lock_customers(
             conn, list({e.customer_id for e in unique.values()}))}
         fresh = await repo.claim_events(conn, list(unique))

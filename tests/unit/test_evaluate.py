@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -36,7 +37,7 @@ def on(days: float) -> datetime:
     return NOON + timedelta(days=days)
 
 
-def run(lad: Ladder, steps: list[tuple[float, int]]) -> tuple[LadderState, list[Change]]:
+def run(lad: Ladder, steps: Sequence[tuple[float, int]]) -> tuple[LadderState, list[Change]]:
     """Grade a customer at each (day, spend) step; every message recorded."""
     state: LadderState | None = None
     changes: list[Change] = []
@@ -48,7 +49,7 @@ def run(lad: Ladder, steps: list[tuple[float, int]]) -> tuple[LadderState, list[
     return state, changes
 
 
-def L(metric: str, op: str = ">=", value: int = 1) -> Leaf:  # noqa: N802 - reads as a leaf
+def L(metric: str, op: str = ">=", value: int = 1) -> Leaf:
     return Leaf(metric, op, Decimal(value))
 
 
