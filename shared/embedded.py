@@ -54,7 +54,7 @@ class EmbeddedPostgres:
         import pgserver
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        server = pgserver.get_server(self.data_dir, cleanup_mode=None)
+        server = pgserver.get_server(self.data_dir, cleanup_mode=None)  # type: ignore[attr-defined]
         self._server = server
         uri = urlparse(server.get_uri())
         socket_dir = parse_qs(uri.query)["host"][0]
@@ -66,6 +66,11 @@ class EmbeddedPostgres:
         if self._server is None:
             return
         self._server = None
+        import pgserver
+
+        # pgserver keeps one handle per data dir per process; drop it so a later start()
+        # in this process really starts the server again.
+        pgserver.PostgresServer._instances.pop(self.data_dir.resolve(), None)  # type: ignore[attr-defined]
         pid_file = self.data_dir / "postmaster.pid"
         try:
             pid = int(pid_file.read_text().splitlines()[0])

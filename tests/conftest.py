@@ -6,6 +6,8 @@ External servers are used when TIERFLOW_DATABASE_URL / TIERFLOW_KAFKA_BOOTSTRAP 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -18,18 +20,23 @@ from shared.embedded import EmbeddedBroker, EmbeddedPostgres
 
 
 @pytest.fixture(scope="session")
-def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A migrated PostgreSQL for the whole run."""
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL server for the whole run."""
     external = os.environ.get("TIERFLOW_DATABASE_URL")
     if external:
         yield external
         return
-    server = EmbeddedPostgres(Path(tmp_path_factory.mktemp("pg")) / "data")
+    # Not under pytest's tmp_path: as root, pgserver runs PostgreSQL as an unprivileged
+    # user, and each pytest session makes /tmp/pytest-of-root private again.
+    root = Path(tempfile.mkdtemp(prefix="tierflow-test-pg-"))
+    root.chmod(0o755)
+    server = EmbeddedPostgres(root / "data")
     url = server.start()
     try:
         yield url
     finally:
         server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

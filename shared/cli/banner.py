@@ -47,6 +47,11 @@ def example_curl(ingest_url: str, key: str, now: datetime) -> str:
     )
 
 
+def _lookup(grader_url: str, key: str | None) -> str:
+    auth = shlex.quote(f"Authorization: Bearer {key or '<key>'}")
+    return f"  curl -sS -H {auth} {grader_url}/v1/customers/c-1"
+
+
 def banner_lines(summary: Summary, *, now: datetime) -> list[str]:
     """The lines to print once the system is up."""
     urls = summary.urls
@@ -69,7 +74,6 @@ def banner_lines(summary: Summary, *, now: datetime) -> list[str]:
     if summary.api_key and "ingest" in urls:
         lines += ["", "Send an event:", "  " + example_curl(urls["ingest"], summary.api_key, now)]
     if "grader" in urls:
-        lines.append(f"Then look it up:  curl -sS -H 'Authorization: Bearer …' "
-                     f"{urls['grader']}/v1/customers/c-1")
+        lines += ["Look the customer up:", _lookup(urls["grader"], summary.api_key)]
     lines += ["", "Ctrl-C stops everything."]
     return lines

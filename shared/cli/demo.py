@@ -73,9 +73,9 @@ async def sample_graded(client: httpx.AsyncClient, grader_url: str, samples: lis
 
 
 async def wait_graded(samples: list[Sample], *, baseline: float, events: int, within: float,
-                      grader_log: str) -> float:
+                      started: float, grader_log: str) -> float:
     """Until the counter passed baseline + events; the instant it did."""
-    progress = Progress("grading", events)
+    progress = Progress("grading", events, started=started)
     deadline = time.monotonic() + within
     while True:
         at, count = samples[-1] if samples else (time.monotonic(), baseline)
@@ -90,39 +90,66 @@ async def wait_graded(samples: list[Sample], *, baseline: float, events: int, wi
         await asyncio.sleep(0.1)  # polling interval of a deadline-bounded wait
 
 
+@dataclass(frozen=True)
+class Timings:
+    """When the demo's events were sent and graded (monotonic seconds)."""
+
+    accepted: int
+    started: float
+    sent_at: float
+    graded_at: float
+    peak: float | None
+
+
+def rate_lines(t: Timings) -> list[str]:
+    """Ingest's rate, and grading's end to end and at the grader's own peak."""
+    sending = max(t.sent_at - t.started, 1e-9)
+    grading = max(t.graded_at - t.started, 1e-9)
+    peak = f"; grader peak {t.peak:,.0f} events/s" if t.peak else ""
+    return [
+        f"ingest:  {t.accepted:,} events accepted in {sending:.1f}s "
+        f"({t.accepted / sending:,.0f} events/s)",
+        f"grading: all graded {grading:.1f}s after the first send "
+        f"({t.accepted / grading:,.0f} events/s end to end{peak})",
+    ]
+
+
 async def play(system: Supervisor, client: httpx.AsyncClient, options: DemoOptions,
                out: Callable[[str], None] = say) -> None:
     """Send the history, wait until it is graded, print rates and the distribution."""
-    grader, ingest = system.url("grader"), system.url("ingest")
-    baseline = await read_metric(client, grader, GRADED) or 0.0
+    grader = system.url("grader")
     events = generate(options.customers, seed=options.seed, now=datetime.now(UTC))
     out(f"sending {len(events):,} events of {options.customers:,} customers "
         f"(seed {options.seed}, two years of history)…")
+    timings = await send_and_grade(system, client, events, concurrency=options.concurrency)
+    for line in rate_lines(timings):
+        out(line)
+    response = await client.get(f"{grader}/v1/stats/distribution")
+    if response.status_code != 200:
+        raise failure("grader", response)
+    for line in ["", "Tier distribution:", *distribution_table(body_of(response)), ""]:
+        out(line)
+    out(f"Open the dashboard: {grader}/")
+
+
+async def send_and_grade(system: Supervisor, client: httpx.AsyncClient,
+                         events: list[dict[str, Any]], *, concurrency: int) -> Timings:
+    """Send through ingest while sampling the grader's counter; return once all are graded."""
+    grader = system.url("grader")
+    baseline = await read_metric(client, grader, GRADED) or 0.0
     samples: list[Sample] = []
     sampler = asyncio.create_task(sample_graded(client, grader, samples))
     try:
-        report, started, sent_at = await _send(client, ingest, events, options.concurrency)
-        done_at = await wait_graded(
-            samples, baseline=baseline, events=report.accepted,
-            within=max(120.0, len(events) / 200), grader_log=str(system.procs["grader"].log_path))
+        report, started, sent_at = await _send(client, system.url("ingest"), events, concurrency)
+        graded_at = await wait_graded(
+            samples, baseline=baseline, events=report.accepted, started=started,
+            within=max(120.0, len(events) / 200),
+            grader_log=str(system.procs["grader"].log_path))
     finally:
         sampler.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sampler
-    out(f"ingest:  {report.accepted:,} events accepted in {sent_at - started:.1f}s "
-        f"({report.accepted / max(sent_at - started, 1e-9):,.0f} events/s)")
-    peak = peak_rate(samples)
-    elapsed = max(done_at - started, 1e-9)
-    out(f"grading: all graded {elapsed:.1f}s after the first send "
-        f"({report.accepted / elapsed:,.0f} events/s end to end"
-        + (f"; grader peak {peak:,.0f} events/s)" if peak else ")"))
-    response = await client.get(f"{grader}/v1/stats/distribution")
-    if response.status_code != 200:
-        raise failure("grader", response)
-    for line in ["", "Tier distribution:", *distribution_table(body_of(response))]:
-        out(line)
-    out("")
-    out(f"Open the dashboard: {grader}/")
+    return Timings(report.accepted, started, sent_at, graded_at, peak_rate(samples))
 
 
 async def _send(client: httpx.AsyncClient, ingest: str, events: list[dict[str, Any]],

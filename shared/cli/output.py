@@ -31,13 +31,15 @@ class Progress:
 
     def __init__(
         self, label: str, total: int | None = None, *, unit: str = "events",
-        stream: TextIO | None = None,
+        stream: TextIO | None = None, started: float | None = None,
     ) -> None:
         self.label, self.total, self.unit = label, total, unit
         self.stream = stream or sys.stderr
         self.done = 0
-        self.started = time.monotonic()
+        # Work that began before the bar (grading starts with the first send) counts from then.
+        self.started = time.monotonic() if started is None else started
         self._drawn = 0.0
+        self._drawn_done = -1
         self._tty = self.stream.isatty()
 
     def advance(self, count: int) -> None:
@@ -54,8 +56,9 @@ class Progress:
             self._draw(extra)
 
     def finish(self, extra: str = "") -> None:
-        """Draw the final state and end the line."""
-        self._draw(extra)
+        """Draw the final state (unless a log already shows it) and end the line."""
+        if self._tty or self.done != self._drawn_done:
+            self._draw(extra)
         if self._tty:
             self.stream.write("\n")
             self.stream.flush()
@@ -68,6 +71,7 @@ class Progress:
         of_total = f"/{self.total:,}" if self.total else ""
         text = (f"{self.label} {render_bar(self.done, self.total)}{self.done:,}{of_total} "
                 f"{self.unit}  {self.rate():,.0f}/s {extra}").rstrip()
+        self._drawn_done = self.done
         if self._tty:
             self.stream.write(f"\r\x1b[K{text}")
         else:

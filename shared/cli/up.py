@@ -238,8 +238,8 @@ class Supervisor:
         for proc in self.procs.values():
             if not proc.alive:
                 self._skip_drain = True
-                raise ServiceFailed(proc.failure_report("exited unexpectedly") +
-                                    "\nstopping everything")
+                self.out(f"{proc.name} exited unexpectedly: stopping everything")
+                raise ServiceFailed(proc.failure_report("exited unexpectedly"))
 
     def summary(self) -> Summary:
         """What the banner shows."""

@@ -14,7 +14,6 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from services.grader.app import create_app
 from shared.settings import GraderSettings
 from tests.support import unique
 
@@ -70,4 +69,3 @@ async def produce(broker: str, topic: str, events: list[dict[str, Any]] | list[b
         await producer.stop()
 
 
-__all__ = ["create_app"]

@@ -1,0 +1,101 @@
+"""Supervised processes and the drain on the way down, with small stand-in HTTP servers."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.cli.drain import drain
+from shared.cli.procs import ServiceFailed, ServiceProcess
+from shared.cli.scrape import CONSUMER_LAG, read_metric
+from shared.embedded import free_port
+
+pytestmark = pytest.mark.integration
+
+# Answers /readyz with 200 and /metrics with a consumer lag given on the command line.
+STAND_IN = """\
+import http.server, sys
+lag = sys.argv[2]
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f'tierflow_grader_consumer_lag{{partition="0"}} {lag}\\n'.encode()
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(body if self.path == "/metrics" else b"ok")
+    def log_message(self, *args):
+        pass
+print("stand-in listening", flush=True)
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+def stand_in(tmp_path: Path, *, lag: int, name: str = "grader") -> ServiceProcess:
+    script = tmp_path / "stand_in.py"
+    script.write_text(STAND_IN)
+    port = free_port()
+    return ServiceProcess(
+        name, [sys.executable, str(script), str(port), str(lag)], {}, tmp_path / f"{name}.log",
+        f"http://127.0.0.1:{port}",
+    )
+
+
+async def test_ready_then_stopped_with_sigterm(tmp_path: Path) -> None:
+    proc = stand_in(tmp_path, lag=0)
+    await proc.start()
+    try:
+        async with httpx.AsyncClient() as client:
+            await proc.wait_ready(client, within=15, interrupted=lambda: False)
+            assert await read_metric(client, proc.base_url, CONSUMER_LAG) == 0
+    finally:
+        await proc.stop(grace=5)
+    assert not proc.alive
+    assert "stand-in listening" in proc.log_path.read_text()
+
+
+async def test_a_process_that_dies_is_reported_with_its_log(tmp_path: Path) -> None:
+    proc = ServiceProcess(
+        "grader", [sys.executable, "-c", "print('boom: no database'); raise SystemExit(3)"], {},
+        tmp_path / "grader.log", f"http://127.0.0.1:{free_port()}",
+    )
+    await proc.start()
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(ServiceFailed) as failure:
+            await proc.wait_ready(client, within=15, interrupted=lambda: False)
+    assert "exit code 3" in str(failure.value)
+    assert "boom: no database" in str(failure.value)
+
+
+async def test_drain_returns_once_nothing_is_pending(tmp_path: Path) -> None:
+    proc = stand_in(tmp_path, lag=0)
+    await proc.start()
+    try:
+        async with httpx.AsyncClient() as client:
+            await proc.wait_ready(client, within=15, interrupted=lambda: False)
+        said: list[str] = []
+        assert await drain({"grader": proc.base_url}, within=10, forced=lambda: False,
+                           out=said.append, memory_broker=True)
+        assert said[-1].startswith("drained")
+    finally:
+        await proc.stop(grace=5)
+
+
+async def test_drain_gives_up_at_the_deadline_and_says_what_is_lost(tmp_path: Path) -> None:
+    proc = stand_in(tmp_path, lag=42)
+    await proc.start()
+    try:
+        async with httpx.AsyncClient() as client:
+            await proc.wait_ready(client, within=15, interrupted=lambda: False)
+        said: list[str] = []
+        started = time.monotonic()
+        assert not await drain({"grader": proc.base_url}, within=1.0, forced=lambda: False,
+                               out=said.append, memory_broker=True)
+        assert time.monotonic() - started < 5
+        assert any("consumer lag 42" in line for line in said)
+        assert "42 events not yet graded" in said[-1]
+        assert "lost" in said[-1]
+    finally:
+        await proc.stop(grace=5)

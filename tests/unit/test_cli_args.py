@@ -1,0 +1,96 @@
+"""The command line: subcommands, options, and one-line failures for bad settings."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from shared.cli import SUBCOMMANDS, build_parser, main
+from shared.cli.config import ClientSettings, CliError, resolve_key, setting_problem
+from shared.cli.up import load_settings
+
+
+def subcommands(parser: argparse.ArgumentParser) -> set[str]:
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return set(actions[0].choices)
+
+
+def test_every_subcommand_is_wired() -> None:
+    assert subcommands(build_parser()) == set(SUBCOMMANDS)
+
+
+def test_up_and_demo_options() -> None:
+    parser = build_parser()
+    up = parser.parse_args(["up", "--data-dir", "state/x"])
+    assert up.data_dir == Path("state/x")
+    demo = parser.parse_args(["demo", "--customers", "500", "--seed", "9", "--exit"])
+    assert (demo.customers, demo.seed, demo.exit, demo.data_dir) == (500, 9, True, None)
+    assert parser.parse_args(["demo"]).customers == 3000
+
+
+def test_send_and_policy_options() -> None:
+    parser = build_parser()
+    send = parser.parse_args(["send", "-", "--url", "http://h:1", "--key", "k" * 20])
+    assert (send.file, send.url, send.batch_size) == ("-", "http://h:1", 1000)
+    apply = parser.parse_args(["policy", "apply", "p.yaml", "--timeout", "5"])
+    assert (apply.action, apply.file, apply.timeout) == ("apply", "p.yaml", 5.0)
+    assert parser.parse_args(["policy", "show"]).output == "yaml"
+
+
+@pytest.mark.parametrize("argv", [
+    ["demo", "--customers", "0"], ["send", "f", "--batch-size", "1001"], ["policy"],
+    ["policy", "apply"], ["nonsense"],
+])
+def test_bad_usage_exits_2(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(argv)
+    assert exit_info.value.code == 2
+
+
+def test_a_bad_setting_is_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TIERFLOW_KAFKA_BOOTSTRAP", "no-port-here")
+    assert main(["migrate"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "TIERFLOW_KAFKA_BOOTSTRAP" in err
+    assert "is not host:port" in err
+
+
+def test_a_bad_key_setting_does_not_echo_the_key(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TIERFLOW_API_KEYS", '{"sekrit-short": ["admin"]}')
+    assert main(["migrate"]) == 2
+    err = capsys.readouterr().err
+    assert "TIERFLOW_API_KEYS" in err
+    assert "sekrit" not in err
+
+
+def test_up_validates_every_process_settings_before_starting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TIERFLOW_GRADER_PORT", "not-a-port")
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    assert "TIERFLOW_GRADER_PORT" in setting_problem(info.value)
+
+
+def test_key_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TIERFLOW_API_KEY", raising=False)
+    (tmp_path / "api-key").write_text("from-the-file-0123456789\n")
+    env = ClientSettings(api_key=SecretStr("from-the-env-0123456789"))
+    assert resolve_key("explicit-key-0123456789", env, tmp_path) == "explicit-key-0123456789"
+    assert resolve_key(None, env, tmp_path) == "from-the-env-0123456789"
+    assert resolve_key(None, ClientSettings(), tmp_path) == "from-the-file-0123456789"
+    with pytest.raises(CliError, match="no API key"):
+        resolve_key(None, ClientSettings(), tmp_path / "empty")
+
+
+def test_send_of_a_missing_file_fails_cleanly(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["send", "/nonexistent/events.ndjson", "--key", "k" * 20]) == 2
+    assert "no such file" in capsys.readouterr().err
