@@ -26,6 +26,8 @@ LOCK_RETRY_S = 1.0
 RECONNECT_S = 1.0
 BACKLOG_REFRESH_S = 1.0
 CLOSE_TIMEOUT_S = 2.0
+# A silently dead connection (no RST) must not hang the relay: give up on it, reconnect.
+QUERY_TIMEOUT_S = 30.0
 
 TRY_LOCK = "SELECT pg_try_advisory_lock($1)"
 SELECT_UNSENT = (
@@ -86,7 +88,7 @@ class Relay:
     async def _session(self) -> None:
         conn = await self._connect()
         try:
-            while not await conn.fetchval(TRY_LOCK, LOCK_KEY):
+            while not await conn.fetchval(TRY_LOCK, LOCK_KEY, timeout=QUERY_TIMEOUT_S):
                 await self._refresh_backlog(conn)
                 await asyncio.sleep(LOCK_RETRY_S)
             log.info("this notifier holds the relay lock and relays the outbox")
@@ -115,7 +117,7 @@ class Relay:
 
     async def _cycle(self, conn: asyncpg.Connection, sender: Sender) -> Outcome:
         """Send the oldest unsent rows; mark sent only those acked before the first failure."""
-        records = await conn.fetch(SELECT_UNSENT, self._batch)
+        records = await conn.fetch(SELECT_UNSENT, self._batch, timeout=QUERY_TIMEOUT_S)
         if not records:
             self._set_backlog(0)
             return Outcome.IDLE
@@ -127,7 +129,9 @@ class Relay:
         self._observe(rows, acked)
         sent = acked_prefix(acked)
         if sent:
-            await conn.execute(MARK_SENT, [row.id for row in rows[:sent]])
+            await conn.execute(
+                MARK_SENT, [row.id for row in rows[:sent]], timeout=QUERY_TIMEOUT_S
+            )
         return Outcome.DONE if sent == len(rows) else Outcome.FAILED
 
     def _observe(self, rows: Sequence[OutboxRow], acked: Sequence[bool]) -> None:
@@ -139,7 +143,7 @@ class Relay:
 
     async def _refresh_backlog(self, conn: asyncpg.Connection) -> None:
         if time.monotonic() - self._backlog_at >= BACKLOG_REFRESH_S:
-            self._set_backlog(await conn.fetchval(COUNT_UNSENT))
+            self._set_backlog(await conn.fetchval(COUNT_UNSENT, timeout=QUERY_TIMEOUT_S))
 
     def _set_backlog(self, count: int) -> None:
         self._metrics.backlog.set(count)

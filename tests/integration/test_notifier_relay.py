@@ -108,6 +108,11 @@ async def test_broker_lost_mid_run_marks_nothing_then_recovers(
         async with RunningRelay(settings).running() as relay:
             before = await record_changes(engine, customers, range(1, 2))
             await consume_mine(bootstrap, topic, customers, len(before))
+
+            async def before_marked() -> None:
+                assert await unsent_ids(engine, before) == set()
+
+            await eventually(before_marked)  # its ack may trail the consumer seeing it
             server.stop()
             after = await record_changes(engine, customers, range(2, 4))
 

@@ -51,12 +51,15 @@ def test_record_is_keyed_by_customer_with_id_and_type_headers() -> None:
 
 def test_record_value_is_the_stored_message_unchanged() -> None:
     source = row()
-    # jsonb text comes back with spaces; the value is compact JSON of the same document.
-    spaced = source.payload.replace(",", ", ").replace(":", ": ")
-    record = to_record(row(payload=spaced))
-    assert orjson.loads(record.value) == orjson.loads(source.payload)
-    assert record.value == orjson.dumps(orjson.loads(source.payload))
-    assert orjson.loads(record.value)["metrics"]["spend_365d"] == "51200.00"
+    assert to_record(source).value == source.payload.encode()
+    assert orjson.loads(to_record(source).value)["label"] == "VIP客户"
+
+
+def test_numbers_keep_every_digit() -> None:
+    # As jsonb renders them: a float round trip would turn these into 1.2345678901234568e+29
+    # and 51200.1.
+    payload = '{"id": "x", "big": 123456789012345678901234567890, "amount": 51200.10}'
+    assert to_record(row(payload=payload)).value == payload.encode()
 
 
 @pytest.mark.parametrize(
