@@ -60,9 +60,8 @@ def banner_lines(summary: Summary, *, now: datetime) -> list[str]:
         lines.append(f"  ingest     {urls['ingest']}   (POST /v1/events, /v1/events/batch)")
     if "grader" in urls:
         lines.append(f"  grader     {urls['grader']}   (lookups, stats, policy)")
-        lines.append(f"  dashboard  {urls['grader']}/")
     if "notifier" in urls:
-        lines.append(f"  notifier   {urls['notifier']}   (webhook subscriptions)")
+        lines.append(f"  notifier   {urls['notifier']}   (tier changes to the tier-changes topic)")
     if urls:
         lines.append("  metrics    " + "  ".join(f"{u}/metrics" for u in urls.values()))
     lines += [

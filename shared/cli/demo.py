@@ -129,7 +129,8 @@ async def play(system: Supervisor, client: httpx.AsyncClient, options: DemoOptio
         raise failure("grader", response)
     for line in ["", "Tier distribution:", *distribution_table(body_of(response)), ""]:
         out(line)
-    out(f"Open the dashboard: {grader}/")
+    sample = events[0]["customer_id"]
+    out(f"Look a customer up: curl -H 'Authorization: Bearer <key>' {grader}/v1/customers/{sample}")
 
 
 async def send_and_grade(system: Supervisor, client: httpx.AsyncClient,
