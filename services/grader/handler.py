@@ -35,13 +35,15 @@ class ActivePolicy:
     policy: Policy
     document: dict[str, Any]
     reads: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    all_reads: frozenset[str] = frozenset()
 
     @classmethod
     def from_document(cls, version: int, document: dict[str, Any]) -> ActivePolicy:
         """Parse (validated before it was stored) and index the metrics each ladder reads."""
         policy = parse_policy(document)
         reads = {ladder.name: metrics_read(ladder) for ladder in policy.ladders}
-        return cls(version, policy, document, reads)
+        every = frozenset(name for names in reads.values() for name in names)
+        return cls(version, policy, document, reads, every)
 
 
 @dataclass
@@ -74,7 +76,8 @@ def grade_customer(
         apply(agg, event)
     today = now.date()
     prune(agg, today)
-    metrics = compute_metrics(agg, today)
+    # Only what the conditions read: lookups compute the full set when asked.
+    metrics = compute_metrics(agg, today, active.all_reads)
     current = states_from_json(stored.tiers) if stored else {}
     states, changes = grade(active.policy, metrics, current, now=now)
     cause = max(events, key=lambda e: (e.occurred_at, e.event_id)).event_id if events else None

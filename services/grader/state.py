@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any
 
 from services.grader.grading.evaluate import Change, LadderState
@@ -16,7 +17,7 @@ def states_to_json(states: dict[str, LadderState]) -> dict[str, Any]:
     """The `customers.tiers` column."""
     return {
         name: {
-            "tier": s.tier, "since": s.since.isoformat(), "computed": s.computed,
+            "tier": s.tier, "since": iso(s.since), "computed": s.computed,
             "pending_since": s.pending_since.isoformat() if s.pending_since else None,
             "seq": s.sequence,
         }
@@ -35,6 +36,13 @@ def states_from_json(doc: dict[str, Any]) -> dict[str, LadderState]:
     }
 
 
+@lru_cache(maxsize=4096)
+def iso(moment: datetime) -> str:
+    """`isoformat()`, memoised: a batch writes the same few instants many times."""
+    return moment.isoformat()
+
+
+@lru_cache(maxsize=4096)
 def utc_iso(moment: datetime) -> str:
     """RFC 3339 in UTC with milliseconds and a Z."""
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

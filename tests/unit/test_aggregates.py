@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime, timedelta, timezone
-from decimal import Decimal
 
 from services.grader.grading.aggregates import (
     Aggregates,
-    DayBucket,
     apply,
     dedupe,
     from_json,
@@ -35,10 +33,11 @@ def test_apply_returns_the_same_object_mutated() -> None:
 
 def test_purchase_and_refund_fill_one_day_bucket() -> None:
     agg = fold([purchase("10.25", at(2), category="shoes"), refund("0.25", at(2))])
-    assert agg.purchases_total == Decimal("10.25")
-    assert agg.refunds_total == Decimal("0.25")
-    assert agg.days == {day(2): DayBucket(net_spend=Decimal("10.00"), orders=1)}
-    assert agg.first_purchase == agg.last_purchase == agg.last_activity == day(2)
+    # Money in exact ten-thousandths, days as ordinals.
+    assert agg.purchases_total == 102_500
+    assert agg.refunds_total == 2_500
+    assert agg.days == {day(2).toordinal(): [100_000, 1, 0, 0, 0]}
+    assert agg.first_purchase == agg.last_purchase == agg.last_activity == day(2).toordinal()
     assert agg.categories == {"shoes"}
 
 
@@ -48,11 +47,11 @@ def test_interaction_and_feedback_fold() -> None:
         feedback(at(2), rating=5, nps=9, complaint=True), feedback(at(4), nps=1),
     ])
     assert (agg.interactions_total, agg.referrals_total, agg.complaints_total) == (2, 1, 1)
-    assert agg.last_interaction == day(1)
-    assert agg.last_activity == day(1)
+    assert agg.last_interaction == day(1).toordinal()
+    assert agg.last_activity == day(1).toordinal()
     assert (agg.rating_sum, agg.ratings_count, agg.last_nps) == (5, 1, 9)
-    assert agg.days[day(3)] == DayBucket(interactions=1, referrals=1)
-    assert agg.days[day(2)] == DayBucket(complaints=1)
+    assert agg.days[day(3).toordinal()] == [0, 0, 1, 1, 0]
+    assert agg.days[day(2).toordinal()] == [0, 0, 0, 0, 1]
 
 
 def test_last_nps_tie_on_instant_is_broken_by_event_id() -> None:
@@ -65,10 +64,10 @@ def test_last_nps_tie_on_instant_is_broken_by_event_id() -> None:
 def test_prune_keeps_exactly_what_the_365_day_window_sees() -> None:
     agg = fold([purchase("1", at(n)) for n in (0, 364, 365, 800)])
     prune(agg, TODAY)
-    assert sorted(agg.days) == [day(364), day(0)]
+    assert sorted(agg.days) == [day(364).toordinal(), day(0).toordinal()]
     # Totals and first/last dates are all-time: pruning never touches them.
     assert agg.orders_total == 4
-    assert agg.first_purchase == day(800)
+    assert agg.first_purchase == day(800).toordinal()
 
 
 def test_prune_never_changes_metrics_of_today_or_later() -> None:
@@ -97,7 +96,7 @@ def test_json_round_trip_through_text() -> None:
     back = from_json(doc)
     assert back == agg
     assert to_json(back) == to_json(agg)
-    assert doc["p"] == "1300.0001"  # money as exact decimal strings
+    assert doc["p"] == 13_000_001  # money as exact integer ten-thousandths
 
 
 def test_json_round_trip_of_empty_aggregates() -> None:

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from typing import Literal
 
 from services.grader.grading.metrics import Metrics
-from services.grader.grading.policy import All, AnyOf, Condition, Ladder, Leaf, Policy
-
-COMPARE: dict[str, Callable[[Decimal | int, Decimal], bool]] = {
-    ">=": operator.ge, ">": operator.gt, "<=": operator.le,
-    "<": operator.lt, "==": operator.eq, "!=": operator.ne,
-}
+from services.grader.grading.policy import COMPARE, All, AnyOf, Condition, Ladder, Leaf, Policy
 
 Kind = Literal["tier.changed", "tier.downgrade_scheduled"]
 Direction = Literal["up", "down", "initial"]
@@ -61,7 +53,10 @@ class Change:
 def first_match(ladder: Ladder, metrics: Metrics) -> int:
     """Index of the best tier whose `when` holds (the last tier always does)."""
     for index, tier in enumerate(ladder.tiers):
-        if tier.when is None or holds(tier.when, metrics):
+        if tier.when is None:
+            return index
+        test = tier.when_test
+        if test(metrics) if test is not None else holds(tier.when, metrics):
             return index
     return len(ladder.tiers) - 1
 
@@ -70,8 +65,11 @@ def target_rank(ladder: Ladder, metrics: Metrics, current: int | None) -> tuple[
     """The rank the rules give, and whether `stay_when` is what keeps the current tier."""
     rank = first_match(ladder, metrics)
     if current is not None and rank > current:
-        stay = ladder.tiers[current].stay_when
-        if stay is not None and holds(stay, metrics):
+        tier = ladder.tiers[current]
+        if tier.stay_when is not None and (
+            tier.stay_test(metrics) if tier.stay_test is not None
+            else holds(tier.stay_when, metrics)
+        ):
             return current, True
     return rank, False
 
@@ -97,6 +95,8 @@ def assign(
         direction: Direction = "up" if cur_rank is not None else "down"
         return _move(ladder, current, computed.name, now, direction)
     if rank == cur_rank:
+        if current.computed == computed.name and current.pending_since is None:
+            return current, None  # the common case: nothing moved
         return replace(current, computed=computed.name, pending_since=None), None
     return _downgrade(ladder, replace(current, computed=computed.name), now)
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import operator
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,31 @@ class Not:
 
 
 Condition = Leaf | All | AnyOf | Not
+Test = Callable[[Mapping[str, object]], bool]
+
+COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    ">=": operator.ge, ">": operator.gt, "<=": operator.le,
+    "<": operator.lt, "==": operator.eq, "!=": operator.ne,
+}
+
+
+def compile_condition(cond: Condition) -> Test:
+    """A closure equivalent to evaluating `cond`; a leaf on a null metric is false."""
+    if isinstance(cond, Leaf):
+        metric, compare, threshold = cond.metric, COMPARE[cond.op], cond.value
+
+        def leaf(metrics: Mapping[str, object]) -> bool:
+            value = metrics.get(metric)
+            return value is not None and compare(value, threshold)
+
+        return leaf
+    if isinstance(cond, Not):
+        inner = compile_condition(cond.part)
+        return lambda metrics: not inner(metrics)
+    parts = tuple(compile_condition(part) for part in cond.parts)
+    if isinstance(cond, All):
+        return lambda metrics: all(part(metrics) for part in parts)
+    return lambda metrics: any(part(metrics) for part in parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +86,9 @@ class Tier:
     when: Condition | None
     stay_when: Condition | None
     actions: tuple[str, ...]
+    # The conditions compiled to closures once per policy: grading runs them per customer.
+    when_test: Test | None = field(default=None, compare=False, repr=False)
+    stay_test: Test | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +224,9 @@ def _tier(obj: object, path: str, problems: _Problems, *, is_last: bool) -> Tier
     ):
         problems.add(f"{path}.actions", "must be a list of strings (1-64 characters)")
         actions = []
-    return Tier(name, _label(obj, path, problems, name), when, stay, tuple(actions))
+    return Tier(name, _label(obj, path, problems, name), when, stay, tuple(actions),
+                compile_condition(when) if when else None,
+                compile_condition(stay) if stay else None)
 
 
 def _condition(obj: object, path: str, problems: _Problems, depth: int) -> Condition | None:
