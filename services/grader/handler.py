@@ -96,12 +96,13 @@ def grade_customer(
 async def apply_batch(
     conn: asyncpg.Connection, *, topic: str, events: Sequence[Event],
     advances: Sequence[OffsetAdvance], active: ActivePolicy, now: datetime,
+    cluster_id: str | None = None,
 ) -> BatchOutcome:
     """Apply a batch exactly once: positions, dedupe, state and outbox commit together."""
     outcome = BatchOutcome()
     async with conn.transaction():
         if advances:
-            await repo.advance_offsets(conn, topic, advances)
+            await repo.advance_offsets(conn, topic, advances, cluster_id=cluster_id)
         if not events:
             return outcome
         by_customer: dict[str, list[Event]] = defaultdict(list)

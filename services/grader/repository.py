@@ -53,7 +53,7 @@ class OutboxRow:
 
 
 ADVANCE = """
-UPDATE consumer_offsets o SET next_offset = u.new, updated_at = now()
+UPDATE consumer_offsets o SET next_offset = u.new, cluster_id = $5, updated_at = now()
 FROM unnest($2::int[], $3::bigint[], $4::bigint[]) AS u(p, expected, new)
 WHERE o.topic = $1 AND o.partition = u.p AND o.next_offset = u.expected
 """
@@ -84,20 +84,21 @@ SELECT customer_id, aggregates::text, tiers::text, policy_version FROM customers
 WHERE policy_version < $1 OR graded_on < $2
 ORDER BY customer_id LIMIT $3 FOR UPDATE SKIP LOCKED
 """
-OFFSETS = "SELECT partition, next_offset FROM consumer_offsets WHERE topic = $1"
+OFFSETS = "SELECT partition, next_offset, cluster_id FROM consumer_offsets WHERE topic = $1"
 INIT_OFFSETS = """
-INSERT INTO consumer_offsets (topic, partition, next_offset)
-SELECT $1, unnest($2::int[]), 0 ON CONFLICT DO NOTHING
+INSERT INTO consumer_offsets (topic, partition, next_offset, cluster_id)
+SELECT $1, unnest($2::int[]), 0, $3 ON CONFLICT DO NOTHING
 """
 
 
 async def advance_offsets(
-    conn: asyncpg.Connection, topic: str, advances: Sequence[OffsetAdvance]
+    conn: asyncpg.Connection, topic: str, advances: Sequence[OffsetAdvance],
+    *, cluster_id: str | None,
 ) -> None:
     """Fence and move stored positions; raises Fenced if any was not where we left it."""
     status = await conn.execute(
         ADVANCE, topic, [a.partition for a in advances], [a.expected for a in advances],
-        [a.new for a in advances],
+        [a.new for a in advances], cluster_id,
     )
     if int(status.rsplit(" ", 1)[1]) != len(advances):
         raise Fenced(f"{topic}: a stored position moved under us")
@@ -154,13 +155,13 @@ async def record_changes(conn: asyncpg.Connection, rows: Sequence[OutboxRow]) ->
 
 
 async def stored_offsets(
-    conn: asyncpg.Connection, topic: str, partitions: Sequence[int]
-) -> dict[int, int]:
-    """Stored positions for these partitions, created at 0 when first seen."""
-    await conn.execute(INIT_OFFSETS, topic, list(partitions))
+    conn: asyncpg.Connection, topic: str, partitions: Sequence[int], *, cluster_id: str | None
+) -> dict[int, tuple[int, str | None]]:
+    """Stored (position, cluster id) of these partitions, created at 0 when first seen."""
+    await conn.execute(INIT_OFFSETS, topic, list(partitions), cluster_id)
     rows = await conn.fetch(OFFSETS, topic)
     wanted = set(partitions)
-    return {r[0]: r[1] for r in rows if r[0] in wanted}
+    return {r[0]: (r[1], r[2]) for r in rows if r[0] in wanted}
 
 
 async def latest_policy(conn: asyncpg.Connection) -> tuple[int, dict[str, Any]] | None:

@@ -21,7 +21,7 @@ from services.grader.policies import PolicyCache
 from services.grader.repository import Fenced, OffsetAdvance
 from shared.db.engine import raw
 from shared.events import Event, parse_event
-from shared.kafka import make_consumer
+from shared.kafka import cluster_id, make_consumer
 from shared.settings import GraderSettings
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ class GraderWorker:
         self.producer = producer
         self.expected: dict[TopicPartition, int] = {}
         self.consumer: AIOKafkaConsumer | None = None
+        self.cluster_id: str | None = None
         self.last_poll = time.monotonic()
         self._max_future = float(settings.max_future_seconds)
 
@@ -97,16 +98,27 @@ class GraderWorker:
             await self.handle(records)
 
     async def seek_stored(self, partitions: list[TopicPartition]) -> None:
-        """Position partitions where the committed state left off."""
+        """Position partitions where the committed state left off, on this same cluster."""
         assert self.consumer is not None  # noqa: S101
+        self.cluster_id = await cluster_id(self.settings)
         async with self.engine.connect() as sa_conn:
             conn = await raw(sa_conn)
             stored = await repo.stored_offsets(
-                conn, self.settings.topic_events, [tp.partition for tp in partitions]
+                conn, self.settings.topic_events, [tp.partition for tp in partitions],
+                cluster_id=self.cluster_id,
             )
+        other_cluster = []
         for tp in partitions:
-            self.expected[tp] = stored[tp.partition]
-            self.consumer.seek(tp, stored[tp.partition])
+            position, stored_cluster = stored[tp.partition]
+            self.expected[tp] = position  # the fence, whatever we read next
+            if stored_cluster and self.cluster_id and stored_cluster != self.cluster_id:
+                other_cluster.append(tp)
+            else:
+                self.consumer.seek(tp, position)
+        if other_cluster:
+            log.error("the broker cluster changed from the one our positions were read on "
+                      "(now %s)", self.cluster_id)
+            self._broker_lost(self.consumer, other_cluster)
 
     async def _check_positions(self, consumer: AIOKafkaConsumer) -> None:
         lost = []
@@ -127,8 +139,9 @@ class GraderWorker:
         # dedupe makes that safe. The stored position stays the fence until the next commit.
         for tp in partitions:
             log.error(
-                "partition %s: stored position %s is beyond the broker's end; the broker "
-                "lost its data, re-reading from the beginning", tp, self.expected.get(tp)
+                "partition %s: the broker does not have what stored position %s was read "
+                "from (it lost its data); re-reading from the beginning", tp,
+                self.expected.get(tp),
             )
             self.metrics.broker_resets.inc()
             consumer.seek(tp, 0)
@@ -171,7 +184,7 @@ class GraderWorker:
             active = await self.policies.refresh(conn)
             return await apply_batch(
                 conn, topic=self.settings.topic_events, events=events, advances=advances,
-                active=active, now=now,
+                active=active, now=now, cluster_id=self.cluster_id,
             )
 
     def _advances(self, records: list[ConsumerRecord]) -> list[OffsetAdvance]:

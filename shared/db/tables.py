@@ -50,6 +50,9 @@ consumer_offsets = Table(
     Column("topic", Text, primary_key=True),
     Column("partition", Integer, primary_key=True),
     Column("next_offset", BigInteger, nullable=False),
+    # The broker cluster the position belongs to: a position on another cluster (or on
+    # an embedded broker that restarted empty) means nothing there.
+    Column("cluster_id", Text),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 

@@ -27,7 +27,13 @@ async def _orders(client: httpx.AsyncClient, customer: str, expected: int) -> di
     return body
 
 
-async def test_empty_broker_after_restart_is_noticed(migrated_pg: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("replayed", ["none", "all"])
+async def test_empty_broker_after_restart_is_noticed(
+    migrated_pg: str, tmp_path: Path, replayed: str
+) -> None:
+    """`none`: the new broker holds fewer messages than the stored positions, so they
+    point past its end. `all`: the old events are sent again after a new one, so every
+    partition is at least as long as before and only the broker's identity tells."""
     broker = EmbeddedBroker(log_path=tmp_path / "broker.log")
     bootstrap = broker.start()
     settings = grader_settings(migrated_pg, bootstrap)
@@ -37,20 +43,23 @@ async def test_empty_broker_after_restart_is_noticed(migrated_pg: str, tmp_path:
     try:
         await ensure_topics(settings)
         await produce(bootstrap, settings.topic_events, old_events)
-        app = create_app(settings)
-        async with running(app) as client:
+        async with running(create_app(settings)) as client:
             for n in range(30):
                 await eventually(lambda n=n: _orders(client, f"{before}-{n}", 2), timeout=30)
-            broker.stop()
-            broker.start()  # same port, nothing kept
-            await ensure_topics(settings)
-            # Fewer messages than before: the stored positions are beyond the new end.
-            await produce(bootstrap, settings.topic_events,
-                          [old_events[0], purchase(after, "20.00")])
+        # Like `tierflow up` started again: a new, empty broker that has all its new
+        # messages before the grader comes back.
+        broker.stop()
+        broker.start()
+        await ensure_topics(settings)
+        again = old_events if replayed == "all" else old_events[:1]
+        await produce(bootstrap, settings.topic_events, [purchase(after, "20.00"), *again])
+        app = create_app(settings)
+        async with running(app) as client:
             await eventually(lambda: _orders(client, after, 1), timeout=60)
             registry = app.state.grader.metrics.registry
             assert registry.get_sample_value("tierflow_grader_broker_resets_total") >= 1
-            # The replayed old event was not applied again.
-            await _orders(client, f"{before}-0", 2)
+            # The replayed old events were not applied again.
+            for n in range(30):
+                await _orders(client, f"{before}-{n}", 2)
     finally:
         broker.stop()

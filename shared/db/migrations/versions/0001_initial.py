@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column("topic", sa.Text, primary_key=True),
         sa.Column("partition", sa.Integer, primary_key=True),
         sa.Column("next_offset", sa.BigInteger, nullable=False),
+        sa.Column("cluster_id", sa.Text),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
     )
     op.create_table(
