@@ -89,7 +89,8 @@ class GraderWorker:
             return
         except OffsetOutOfRangeError as exc:
             # Real Kafka: the stored position is outside the log (reset broker or retention).
-            self._broker_lost(consumer, list(exc.args[0]) if exc.args else list(self.expected))
+            lost = list(exc.args[0]) if exc.args else list(self.expected)
+            await self._broker_lost(consumer, lost)
             return
         self.last_poll = time.monotonic()
         await self._check_positions(consumer)
@@ -118,7 +119,7 @@ class GraderWorker:
         if other_cluster:
             log.error("the broker cluster changed from the one our positions were read on "
                       "(now %s)", self.cluster_id)
-            self._broker_lost(self.consumer, other_cluster)
+            await self._broker_lost(self.consumer, other_cluster)
 
     async def _check_positions(self, consumer: AIOKafkaConsumer) -> None:
         lost = []
@@ -131,12 +132,15 @@ class GraderWorker:
                 lost.append(tp)
             self.metrics.lag.labels(str(tp.partition)).set(max(highwater - position, 0))
         if lost:
-            self._broker_lost(consumer, lost)
+            await self._broker_lost(consumer, lost)
 
-    def _broker_lost(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
-        # The broker has fewer messages than we already applied: it was reset (the embedded
-        # broker keeps nothing across a restart). Read again from its beginning; event_id
-        # dedupe makes that safe. The stored position stays the fence until the next commit.
+    async def _broker_lost(
+        self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
+    ) -> None:
+        # The broker does not have what we applied: it was reset (the embedded broker keeps
+        # nothing across a restart), or retention removed it. Read again from its oldest
+        # message (not offset 0, which retention may have removed); event_id dedupe makes
+        # that safe. The stored position stays the fence until the next commit.
         for tp in partitions:
             log.error(
                 "partition %s: the broker does not have what stored position %s was read "
@@ -144,7 +148,7 @@ class GraderWorker:
                 self.expected.get(tp),
             )
             self.metrics.broker_resets.inc()
-            consumer.seek(tp, 0)
+        await consumer.seek_to_beginning(*partitions)
 
     async def handle(self, records: list[ConsumerRecord]) -> None:
         """Validate, dead-letter the unusable, apply the rest with the new positions."""
