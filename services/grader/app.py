@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
@@ -21,21 +21,10 @@ from shared.db.engine import make_engine, raw
 from shared.http import ApiKeys, health_router, install_problem_handlers
 from shared.kafka import ensure_topics, make_producer
 from shared.settings import GraderSettings
+from shared.tasks import supervise
 
 log = logging.getLogger(__name__)
 STALE_POLL_S = 60.0
-
-
-async def supervise(name: str, run: Callable[[], Awaitable[None]]) -> None:
-    """Run a loop forever; if it fails, log why and start it again after a pause."""
-    delay = 0.5
-    while True:
-        try:
-            await run()
-        except Exception:
-            log.exception("%s failed; restarting in %.1fs", name, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
 
 
 async def refresh_customer_gauge(grader: Grader, interval_s: float = 15.0) -> None:
@@ -70,9 +59,9 @@ def create_app(settings: GraderSettings, *, consume: bool = True) -> FastAPI:
             await ensure_topics(settings)
             await producer.start()
             worker.producer = producer
-            tasks.append(asyncio.create_task(supervise("consumer", worker.run)))
-        tasks.append(asyncio.create_task(supervise("regrader", regrader.run)))
-        gauges = supervise("gauges", lambda: refresh_customer_gauge(grader))
+            tasks.append(asyncio.create_task(supervise(worker.run, name="consumer")))
+        tasks.append(asyncio.create_task(supervise(regrader.run, name="regrader")))
+        gauges = supervise(lambda: refresh_customer_gauge(grader), name="gauges")
         tasks.append(asyncio.create_task(gauges))
         try:
             yield

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -20,10 +20,10 @@ from shared.db.engine import make_engine
 from shared.http import health_router, install_problem_handlers
 from shared.kafka import make_producer
 from shared.settings import NotifierSettings
+from shared.tasks import supervise
 
 log = logging.getLogger(__name__)
 
-RESTART_S = 1.0
 
 
 def build_relay(settings: NotifierSettings, metrics: NotifierMetrics) -> Relay:
@@ -40,16 +40,6 @@ def build_relay(settings: NotifierSettings, metrics: NotifierMetrics) -> Relay:
         connect=lambda: db.connect(url), sender_factory=sender, metrics=metrics,
         batch=settings.relay_batch, idle_s=settings.relay_idle_ms / 1000,
     )
-
-
-async def supervise(run: Callable[[], Awaitable[None]], *, name: str) -> None:
-    """Run `run` until cancelled; a crash is logged and the task restarted, never silent."""
-    while True:
-        try:
-            await run()
-        except Exception:
-            log.exception("%s crashed; restarting in %.0f s", name, RESTART_S)
-        await asyncio.sleep(RESTART_S)
 
 
 def create_app(settings: NotifierSettings) -> FastAPI:
@@ -69,7 +59,8 @@ def create_app(settings: NotifierSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        tasks.append(asyncio.create_task(supervise(relay.run, name="relay"), name="relay"))
+        relaying = supervise(relay.run, name="relay", delay=1.0)
+        tasks.append(asyncio.create_task(relaying, name="relay"))
         try:
             yield
         finally:

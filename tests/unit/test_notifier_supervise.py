@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from services.notifier.app import supervise
+from shared.tasks import supervise
 from tests.support import eventually
 
 
@@ -24,7 +24,7 @@ async def test_a_crash_is_logged_and_the_task_restarted(caplog: pytest.LogCaptur
         await forever.wait()
 
     task = asyncio.create_task(supervise(crash_once, name="relay"))
-    with caplog.at_level(logging.ERROR, logger="services.notifier.app"):
+    with caplog.at_level(logging.ERROR, logger="shared.tasks"):
 
         async def restarted() -> None:
             assert runs == 2
