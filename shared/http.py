@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import asyncpg
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CollectorRegistry
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import JSONResponse, Response
 
 from shared.metrics import metrics_response
 
 PROBLEM = "application/problem+json"
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError,
+)
+log = logging.getLogger(__name__)
 
 
 def problem(
@@ -52,8 +59,16 @@ def install_problem_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)  # noqa: S101
         return problem(422, "Invalid request", errors=field_errors(exc.errors()))
 
+    async def on_unavailable(_: Request, exc: Exception) -> Response:
+        log.warning("a dependency failed during a request: %s", type(exc).__name__)
+        return problem(503, "A dependency is unavailable", detail="Try again shortly.",
+                       headers={"Retry-After": "2"})
+
     app.add_exception_handler(HTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)
+    # A database or network failure is a 503 the client can retry, not a bare 500.
+    for unavailable in UNAVAILABLE:
+        app.add_exception_handler(unavailable, on_unavailable)
 
 
 class ApiKeys:

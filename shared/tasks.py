@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 log = logging.getLogger(__name__)
@@ -16,11 +17,13 @@ async def supervise(
     that doubles while it keeps crashing."""
     pause = delay
     while True:
+        started = time.monotonic()
         try:
             await run()
-            pause = delay
         except Exception:
             # The task boundary: whatever escaped is logged with its traceback, then retried.
             log.exception("%s crashed; restarting in %.1f s", name, pause)
+        if time.monotonic() - started > max_delay:
+            pause = delay  # it ran a good while: this is a new failure, not the same one
         await asyncio.sleep(pause)
         pause = min(pause * 2, max_delay)

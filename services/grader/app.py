@@ -81,7 +81,7 @@ def create_app(settings: GraderSettings, *, consume: bool = True) -> FastAPI:
         except (OSError, TimeoutError, SQLAlchemyError, asyncpg.PostgresError) as exc:
             log.warning("readiness: database unreachable: %s", exc)
         if consume:
-            checks["consumer"] = worker.consumer is not None and worker.polled_within(STALE_POLL_S)
+            checks["consumer"] = worker.healthy(STALE_POLL_S)
         return checks
 
     app = FastAPI(title="tierflow grader", lifespan=lifespan)

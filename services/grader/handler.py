@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from services.grader import jobs
 from services.grader import repository as repo
 from services.grader.grading.aggregates import (
     Aggregates,
@@ -21,29 +22,12 @@ from services.grader.grading.aggregates import (
 )
 from services.grader.grading.evaluate import grade
 from services.grader.grading.metrics import compute_metrics
-from services.grader.grading.policy import Policy, metrics_read, parse_policy
+from services.grader.policies import ActivePolicy, PolicyCache
 from services.grader.repository import OffsetAdvance, OutboxRow, StoredCustomer
 from services.grader.state import build_message, states_from_json, states_to_json
 from shared.events import Event
 
-
-@dataclass(frozen=True)
-class ActivePolicy:
-    """A policy version with what grading needs precomputed."""
-
-    version: int
-    policy: Policy
-    document: dict[str, Any]
-    reads: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    all_reads: frozenset[str] = frozenset()
-
-    @classmethod
-    def from_document(cls, version: int, document: dict[str, Any]) -> ActivePolicy:
-        """Parse (validated before it was stored) and index the metrics each ladder reads."""
-        policy = parse_policy(document)
-        reads = {ladder.name: metrics_read(ladder) for ladder in policy.ladders}
-        every = frozenset(name for names in reads.values() for name in names)
-        return cls(version, policy, document, reads, every)
+EMPTY = to_json(Aggregates())
 
 
 @dataclass
@@ -95,21 +79,24 @@ def grade_customer(
 
 async def apply_batch(
     conn: asyncpg.Connection, *, topic: str, events: Sequence[Event],
-    advances: Sequence[OffsetAdvance], active: ActivePolicy, now: datetime,
-    cluster_id: str | None = None,
+    advances: Sequence[OffsetAdvance], policies: PolicyCache, now: datetime,
 ) -> BatchOutcome:
     """Apply a batch exactly once: positions, dedupe, state and outbox commit together."""
     outcome = BatchOutcome()
     async with conn.transaction():
         if advances:
-            await repo.advance_offsets(conn, topic, advances, cluster_id=cluster_id)
+            await repo.advance_offsets(conn, topic, advances)
         if not events:
             return outcome
-        by_customer: dict[str, list[Event]] = defaultdict(list)
         unique = {e.event_id: e for e in dedupe(events)}
-        stored = {s.customer_id: s for s in await repo.lock_customers(
-            conn, list({e.customer_id for e in unique.values()}))}
+        customer_ids = sorted({e.customer_id for e in unique.values()})
+        await repo.hold_places(conn, customer_ids, empty=EMPTY, today=now.date())
+        stored = {s.customer_id: s for s in await repo.lock_customers(conn, customer_ids)
+                  if s.policy_version != 0}
+        # Read after the locks: a policy stored since then cannot have re-graded these rows.
+        active = await policies.refresh(conn)
         fresh = await repo.claim_events(conn, list(unique))
+        by_customer: dict[str, list[Event]] = defaultdict(list)
         for event_id in fresh:
             event = unique[event_id]
             by_customer[event.customer_id].append(event)
@@ -120,6 +107,8 @@ async def apply_batch(
             for cid, evs in by_customer.items()
         ]
         await _save(conn, graded, active=active, now=now, outcome=outcome)
+        await repo.drop_places(
+            conn, [c for c in customer_ids if c not in stored and c not in by_customer])
     return outcome
 
 
@@ -137,6 +126,12 @@ async def regrade_due(
             graded.append(grade_customer(stored, stored.customer_id, (), active, now=now,
                                          reason=reason))
         await _save(conn, graded, active=active, now=now, outcome=outcome)
+        # Job progress commits with the re-grades it counts; daily sweeps are not a job.
+        policy_moved = {r.customer_id for r in outcome.changes
+                        if r.kind == "tier.changed" and r.payload["reason"] == "policy"}
+        if outcome.regraded.get("policy"):
+            await jobs.progress(conn, done=outcome.regraded["policy"],
+                                changed=len(policy_moved), version=active.version)
     return len(due), outcome
 
 

@@ -55,10 +55,7 @@ class Regrader:
                 count, outcome = await regrade_due(
                     conn, active=active, now=datetime.now(UTC), limit=self.chunk
                 )
-                changed = len({r.customer_id for r in outcome.changes if r.kind == "tier.changed"})
-                if count:
-                    await jobs.progress(conn, done=count, changed=changed, version=active.version)
-                else:
+                if count == 0:
                     await jobs.finish_completed(conn, version=active.version)
             total += count
             for reason, regraded in outcome.regraded.items():

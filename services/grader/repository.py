@@ -28,6 +28,7 @@ class OffsetAdvance:
     partition: int
     expected: int
     new: int
+    cluster_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,14 +54,19 @@ class OutboxRow:
 
 
 ADVANCE = """
-UPDATE consumer_offsets o SET next_offset = u.new, cluster_id = $5, updated_at = now()
-FROM unnest($2::int[], $3::bigint[], $4::bigint[]) AS u(p, expected, new)
+UPDATE consumer_offsets o SET next_offset = u.new, cluster_id = u.cluster, updated_at = now()
+FROM unnest($2::int[], $3::bigint[], $4::bigint[], $5::text[]) AS u(p, expected, new, cluster)
 WHERE o.topic = $1 AND o.partition = u.p AND o.next_offset = u.expected
 """
 LOCK = """
 SELECT customer_id, aggregates::text, tiers::text, policy_version FROM customers
 WHERE customer_id = ANY($1::text[]) ORDER BY customer_id FOR UPDATE
 """
+PLACEHOLD = """
+INSERT INTO customers (customer_id, aggregates, tiers, policy_version, graded_on)
+SELECT unnest($1::text[]), $2::jsonb, '{}'::jsonb, 0, $3 ON CONFLICT DO NOTHING
+"""
+UNPLACE = "DELETE FROM customers WHERE customer_id = ANY($1::text[]) AND policy_version = 0"
 CLAIM = """
 INSERT INTO processed_events (event_id) SELECT unnest($1::text[])
 ON CONFLICT DO NOTHING RETURNING event_id
@@ -92,13 +98,12 @@ SELECT $1, unnest($2::int[]), 0, $3 ON CONFLICT DO NOTHING
 
 
 async def advance_offsets(
-    conn: asyncpg.Connection, topic: str, advances: Sequence[OffsetAdvance],
-    *, cluster_id: str | None,
+    conn: asyncpg.Connection, topic: str, advances: Sequence[OffsetAdvance]
 ) -> None:
     """Fence and move stored positions; raises Fenced if any was not where we left it."""
     status = await conn.execute(
         ADVANCE, topic, [a.partition for a in advances], [a.expected for a in advances],
-        [a.new for a in advances], cluster_id,
+        [a.new for a in advances], [a.cluster_id for a in advances],
     )
     if int(status.rsplit(" ", 1)[1]) != len(advances):
         raise Fenced(f"{topic}: a stored position moved under us")
@@ -113,6 +118,21 @@ def _stored(records: Sequence[asyncpg.Record]) -> list[StoredCustomer]:
 async def lock_customers(conn: asyncpg.Connection, ids: Sequence[str]) -> list[StoredCustomer]:
     """Existing rows of these customers, locked until the transaction ends."""
     return _stored(await conn.fetch(LOCK, sorted(ids)))
+
+
+async def hold_places(
+    conn: asyncpg.Connection, ids: Sequence[str], *, empty: dict[str, Any], today: date
+) -> None:
+    """Make sure a row exists for every id (version 0 marks a placeholder), so the row
+    locks that follow cover new customers too: two writers that both see a customer as
+    new (a producer that did not key by customer) are serialised, not lost."""
+    await conn.execute(PLACEHOLD, sorted(ids), orjson.dumps(empty).decode(), today)
+
+
+async def drop_places(conn: asyncpg.Connection, ids: Sequence[str]) -> None:
+    """Remove placeholders that received no event after all (every event was a repeat)."""
+    if ids:
+        await conn.execute(UNPLACE, list(ids))
 
 
 async def claim_events(conn: asyncpg.Connection, event_ids: Sequence[str]) -> set[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterable
@@ -11,31 +12,32 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import NoOffsetForPartitionError, OffsetOutOfRangeError
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.grader import repository as repo
 from services.grader.handler import BatchOutcome, apply_batch
+from services.grader.intake import validate
 from services.grader.metrics import GraderMetrics
 from services.grader.policies import PolicyCache
+from services.grader.positions import Positions
 from services.grader.repository import Fenced, OffsetAdvance
 from shared.db.engine import raw
-from shared.events import Event, parse_event
+from shared.errors import TierflowError
+from shared.events import Event
 from shared.kafka import cluster_id, make_consumer
 from shared.settings import GraderSettings
 
 log = logging.getLogger(__name__)
 
 
-class _Positions(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     """Seeks every newly assigned partition to the position stored with the state."""
 
     def __init__(self, worker: GraderWorker) -> None:
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        for tp in revoked:
-            self.worker.expected.pop(tp, None)
+        self.worker.release(list(revoked))
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         await self.worker.seek_stored(list(assigned))
@@ -53,28 +55,40 @@ class GraderWorker:
         self.policies = policies
         self.metrics = metrics
         self.producer = producer
-        self.expected: dict[TopicPartition, int] = {}
+        self.positions = Positions(settings.topic_events)
         self.consumer: AIOKafkaConsumer | None = None
-        self.cluster_id: str | None = None
-        self.last_poll = time.monotonic()
+        self.last_poll = self.last_commit = time.monotonic()
+        self.lag: dict[TopicPartition, int] = {}
         self._max_future = float(settings.max_future_seconds)
 
-    def polled_within(self, seconds: float) -> bool:
-        """Whether the loop fetched recently (a stuck consumer is not ready)."""
-        return time.monotonic() - self.last_poll < seconds
+    def healthy(self, stale_s: float) -> bool:
+        """Polling, and committing whenever there is lag (a stuck consumer is not ready)."""
+        now = time.monotonic()
+        stuck = sum(self.lag.values()) > 0 and now - self.last_commit > stale_s
+        return self.consumer is not None and now - self.last_poll < stale_s and not stuck
 
     async def run(self) -> None:
         """Consume until cancelled."""
         self.consumer = make_consumer(
             self.settings, group_id=self.settings.consumer_group, client_id="tierflow-grader"
         )
-        self.consumer.subscribe([self.settings.topic_events], listener=_Positions(self))
+        self.positions.clear()
+        self.consumer.subscribe([self.settings.topic_events], listener=_Listener(self))
         await self.consumer.start()
         try:
             while True:
                 await self._poll_once(self.consumer)
         finally:
+            self.release(list(self.positions.held()))
             await self.consumer.stop()
+
+    def release(self, partitions: list[TopicPartition]) -> None:
+        """Forget partitions this consumer no longer holds (and their lag gauges)."""
+        self.positions.revoke(partitions)
+        for tp in partitions:
+            self.lag.pop(tp, None)
+            with contextlib.suppress(KeyError):  # never measured
+                self.metrics.lag.remove(str(tp.partition))
 
     async def _poll_once(self, consumer: AIOKafkaConsumer) -> None:
         try:
@@ -89,48 +103,56 @@ class GraderWorker:
             return
         except OffsetOutOfRangeError as exc:
             # Real Kafka: the stored position is outside the log (reset broker or retention).
-            lost = list(exc.args[0]) if exc.args else list(self.expected)
+            lost = list(exc.args[0]) if exc.args else list(consumer.assignment())
             await self._broker_lost(consumer, lost)
             return
         self.last_poll = time.monotonic()
+        held = self.positions.held()
+        # A held partition without a known position (its listener call failed): position
+        # it now, and drop what was fetched for it: the seek makes it come again.
+        unknown = set(consumer.assignment()) - held
+        if unknown:
+            await self.seek_stored(list(unknown))
         await self._check_positions(consumer)
-        records = [r for tp, batch in data.items() if tp in self.expected for r in batch]
+        records = [r for tp, batch in data.items() if tp in held for r in batch]
         if records:
             await self.handle(records)
 
     async def seek_stored(self, partitions: list[TopicPartition]) -> None:
         """Position partitions where the committed state left off, on this same cluster."""
-        assert self.consumer is not None  # noqa: S101
-        self.cluster_id = await cluster_id(self.settings)
+        consumer = self.consumer
+        if consumer is None or not partitions:
+            return
+        cluster = await cluster_id(self.settings)
         async with self.engine.connect() as sa_conn:
-            conn = await raw(sa_conn)
             stored = await repo.stored_offsets(
-                conn, self.settings.topic_events, [tp.partition for tp in partitions],
-                cluster_id=self.cluster_id,
+                await raw(sa_conn), self.settings.topic_events,
+                [tp.partition for tp in partitions], cluster_id=cluster,
             )
-        other_cluster = []
+        elsewhere = []
         for tp in partitions:
             position, stored_cluster = stored[tp.partition]
-            self.expected[tp] = position  # the fence, whatever we read next
-            if stored_cluster and self.cluster_id and stored_cluster != self.cluster_id:
-                other_cluster.append(tp)
+            self.positions.assign(tp, position, cluster)  # the fence, whatever we read next
+            if stored_cluster and cluster and stored_cluster != cluster:
+                elsewhere.append(tp)
             else:
-                self.consumer.seek(tp, position)
-        if other_cluster:
-            log.error("the broker cluster changed from the one our positions were read on "
-                      "(now %s)", self.cluster_id)
-            await self._broker_lost(self.consumer, other_cluster)
+                consumer.seek(tp, position)
+        if elsewhere:
+            log.error("the broker cluster is not the one our positions were read on "
+                      "(now %s)", cluster)
+            await self._broker_lost(consumer, elsewhere)
 
     async def _check_positions(self, consumer: AIOKafkaConsumer) -> None:
         lost = []
-        for tp in list(self.expected):
+        for tp in set(consumer.assignment()) & self.positions.held():
             highwater = consumer.highwater(tp)
             if highwater is None:
                 continue
             position = await consumer.position(tp)
             if position > highwater:
                 lost.append(tp)
-            self.metrics.lag.labels(str(tp.partition)).set(max(highwater - position, 0))
+            self.lag[tp] = max(highwater - position, 0)
+            self.metrics.lag.labels(str(tp.partition)).set(self.lag[tp])
         if lost:
             await self._broker_lost(consumer, lost)
 
@@ -145,7 +167,7 @@ class GraderWorker:
             log.error(
                 "partition %s: the broker does not have what stored position %s was read "
                 "from (it lost its data); re-reading from the beginning", tp,
-                self.expected.get(tp),
+                self.positions.get(tp),
             )
             self.metrics.broker_resets.inc()
         await consumer.seek_to_beginning(*partitions)
@@ -153,18 +175,21 @@ class GraderWorker:
     async def handle(self, records: list[ConsumerRecord]) -> None:
         """Validate, dead-letter the unusable, apply the rest with the new positions."""
         started = time.perf_counter()
-        active = self.policies.active
+        generation = self.positions.generation
+        async with self.engine.connect() as sa_conn:
+            active = await self.policies.refresh(await raw(sa_conn))
         events: list[Event] = []
         stamps: list[float] = []
         rejects: list[tuple[ConsumerRecord, str]] = []
         for record in records:
-            event, error = self._validate(record, active.policy.base_currency)
+            event, error = validate(record, currency=active.policy.base_currency,
+                                    max_future_s=self._max_future)
             if event is None:
                 rejects.append((record, error))
             else:
                 events.append(event)
                 stamps.append(record.timestamp / 1000)
-        advances = self._advances(records)
+        advances = self.positions.advances(records)
         if rejects:
             await self._dead_letter(rejects)
         try:
@@ -172,51 +197,23 @@ class GraderWorker:
         except Fenced:
             self.metrics.fenced.inc()
             log.warning("batch fenced: another consumer advanced the partition; re-seeking")
-            await self.seek_stored(list(self.expected))
+            if self.consumer is not None:
+                await self.seek_stored(list(self.consumer.assignment()))
             return
-        for advance in advances:
-            # Not max(): after a broker reset the new position is lower than the old one.
-            self.expected[TopicPartition(self.settings.topic_events, advance.partition)] = (
-                advance.new
-            )
+        self.positions.committed(advances, generation=generation)
+        self.last_commit = time.monotonic()
         self._observe(outcome, len(records), len(rejects), stamps, started)
 
     async def _commit(self, events: list[Event], advances: list[OffsetAdvance]) -> BatchOutcome:
-        now = datetime.now(UTC)
         async with self.engine.connect() as sa_conn:
-            conn = await raw(sa_conn)
-            active = await self.policies.refresh(conn)
             return await apply_batch(
-                conn, topic=self.settings.topic_events, events=events, advances=advances,
-                active=active, now=now, cluster_id=self.cluster_id,
+                await raw(sa_conn), topic=self.settings.topic_events, events=events,
+                advances=advances, policies=self.policies, now=datetime.now(UTC),
             )
 
-    def _advances(self, records: list[ConsumerRecord]) -> list[OffsetAdvance]:
-        last: dict[int, int] = {}
-        for record in records:
-            last[record.partition] = max(last.get(record.partition, -1), record.offset)
-        topic = self.settings.topic_events
-        return [
-            OffsetAdvance(p, self.expected[TopicPartition(topic, p)], offset + 1)
-            for p, offset in sorted(last.items())
-        ]
-
-    def _validate(self, record: ConsumerRecord, currency: str) -> tuple[Event | None, str]:
-        if record.value is None:
-            return None, "empty message value"
-        try:
-            event = parse_event(record.value)
-        except ValidationError as exc:
-            return None, _summary(exc)
-        # Plain epoch seconds: cheaper than building datetimes for every record.
-        if event.occurred_at.timestamp() > record.timestamp / 1000 + self._max_future:
-            return None, "occurred_at: more than the allowed skew ahead of the message time"
-        if event.type in ("purchase", "refund") and event.data.currency != currency:
-            return None, f"data.currency: must be the policy's base currency {currency}"
-        return event, ""
-
     async def _dead_letter(self, rejects: list[tuple[ConsumerRecord, str]]) -> None:
-        assert self.producer is not None, "the DLQ producer starts with the app"  # noqa: S101
+        if self.producer is None:
+            raise TierflowError("the DLQ producer starts with the app")
         futures = []
         for record, error in rejects:
             headers = [
@@ -240,11 +237,3 @@ class GraderWorker:
         for stamp in stamps:
             m.end_to_end.observe(max(now - stamp, 0.0))
         m.count_changes(row.payload for row in outcome.changes)
-
-
-def _summary(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors(include_url=False)[:5]:
-        loc = ".".join(str(p) for p in err["loc"])
-        parts.append(f"{loc}: {err['msg']}")
-    return "; ".join(parts)

@@ -14,7 +14,7 @@ from services.grader.api.deps import ConnDep, GraderDep
 from services.grader.grading.aggregates import from_json
 from services.grader.grading.evaluate import grace_ends
 from services.grader.grading.metrics import compute_metrics, metrics_json
-from services.grader.handler import ActivePolicy
+from services.grader.policies import ActivePolicy
 from services.grader.state import states_from_json, utc_iso
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])

@@ -14,7 +14,7 @@ from services.grader import jobs
 from services.grader import repository as repo
 from services.grader.api.deps import ConnDep, GraderDep
 from services.grader.grading.policy import parse_policy
-from services.grader.handler import ActivePolicy
+from services.grader.policies import ActivePolicy
 from shared.errors import PolicyInvalid
 from shared.http import problem
 

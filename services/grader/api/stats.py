@@ -8,7 +8,7 @@ import asyncpg
 from fastapi import APIRouter
 
 from services.grader.api.deps import ConnDep, GraderDep
-from services.grader.handler import ActivePolicy
+from services.grader.policies import ActivePolicy
 
 router = APIRouter(prefix="/v1/stats", tags=["stats"])
 
