@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 STALE_POLL_S = 60.0
 
 
-async def refresh_customer_gauge(grader: Grader, interval_s: float = 15.0) -> None:
+async def refresh_customer_gauge(grader: Grader, interval_s: float = 60.0) -> None:
     """Keep `tierflow_customers` current without a query per scrape."""
     while True:
         async with grader.engine.connect() as sa_conn:

@@ -113,12 +113,15 @@ async def apply_batch(
 
 
 async def regrade_due(
-    conn: asyncpg.Connection, *, active: ActivePolicy, now: datetime, limit: int
-) -> tuple[int, BatchOutcome]:
-    """Re-grade one chunk of customers that a newer policy or the passing of days moves."""
+    conn: asyncpg.Connection, *, active: ActivePolicy, now: datetime, limit: int,
+    after: str = "",
+) -> tuple[list[str], BatchOutcome]:
+    """Re-grade one chunk of customers that a newer policy or the passing of days moves;
+    returns the ids re-graded (in order) and what it did."""
     outcome = BatchOutcome()
     async with conn.transaction():
-        due = await repo.due_customers(conn, version=active.version, today=now.date(), limit=limit)
+        due = await repo.due_customers(
+            conn, version=active.version, today=now.date(), limit=limit, after=after)
         graded = []
         for stored in due:
             reason = "policy" if stored.policy_version != active.version else "schedule"
@@ -132,7 +135,7 @@ async def regrade_due(
         if outcome.regraded.get("policy"):
             await jobs.progress(conn, done=outcome.regraded["policy"],
                                 changed=len(policy_moved), version=active.version)
-    return len(due), outcome
+    return [s.customer_id for s in due], outcome
 
 
 async def _save(

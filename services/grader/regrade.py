@@ -46,20 +46,23 @@ class Regrader:
             self._wake.clear()
 
     async def sweep(self) -> int:
-        """Re-grade every due customer, chunk by chunk; returns how many were re-graded."""
-        total = 0
+        """Re-grade every due customer, chunk by chunk, in one pass over the ids; returns
+        how many were re-graded. Rows busy in a batch are skipped: that batch grades them
+        (events), or the next sweep does."""
+        total, after = 0, ""
         while True:
             async with self.engine.connect() as sa_conn:
                 conn = await raw(sa_conn)
                 active = await self.policies.refresh(conn)
-                count, outcome = await regrade_due(
-                    conn, active=active, now=datetime.now(UTC), limit=self.chunk
+                ids, outcome = await regrade_due(
+                    conn, active=active, now=datetime.now(UTC), limit=self.chunk, after=after
                 )
-                if count == 0:
+                if not ids:
                     await jobs.finish_completed(conn, version=active.version)
-            total += count
+            total += len(ids)
             for reason, regraded in outcome.regraded.items():
                 self.metrics.regraded.labels(reason).inc(regraded)
             self.metrics.count_changes(row.payload for row in outcome.changes)
-            if count == 0:
+            if not ids:
                 return total
+            after = ids[-1]

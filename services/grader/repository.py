@@ -87,7 +87,7 @@ FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[
 """
 DUE = """
 SELECT customer_id, aggregates::text, tiers::text, policy_version FROM customers
-WHERE policy_version < $1 OR graded_on < $2
+WHERE (policy_version < $1 OR graded_on < $2) AND customer_id > $4
 ORDER BY customer_id LIMIT $3 FOR UPDATE SKIP LOCKED
 """
 OFFSETS = "SELECT partition, next_offset, cluster_id FROM consumer_offsets WHERE topic = $1"
@@ -142,10 +142,11 @@ async def claim_events(conn: asyncpg.Connection, event_ids: Sequence[str]) -> se
 
 
 async def due_customers(
-    conn: asyncpg.Connection, *, version: int, today: date, limit: int
+    conn: asyncpg.Connection, *, version: int, today: date, limit: int, after: str = ""
 ) -> list[StoredCustomer]:
-    """Rows graded under an older policy or on an earlier day, locked, skipping busy ones."""
-    return _stored(await conn.fetch(DUE, version, today, limit))
+    """Rows graded under an older policy or on an earlier day, locked, skipping busy ones;
+    keyset-paginated (`after` the last id seen) so a sweep reads each row once."""
+    return _stored(await conn.fetch(DUE, version, today, limit, after))
 
 
 async def save_customers(

@@ -31,10 +31,13 @@ async def test_days_passing_make_a_quiet_customer_churned(engine: AsyncEngine) -
                           policies=policies, now=now)
         # Three days later, with no new event: the sweep re-grades everyone graded before.
         later = now + timedelta(days=3)
+        after = ""
         while True:
-            count, _ = await regrade_due(conn, active=policies.active, now=later, limit=500)
-            if count == 0:
+            ids, _ = await regrade_due(conn, active=policies.active, now=later, limit=500,
+                                       after=after)
+            if not ids:
                 break
+            after = ids[-1]
     async with engine.connect() as conn:
         t = tier_changes.c
         rows = (await conn.execute(
