@@ -35,7 +35,7 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.partitioner import murmur2
 from pydantic import SecretStr
 
-from services.grader import handler
+from services.grader import handler, intake
 from services.grader import repository as repo
 from services.grader import worker as worker_module
 from services.grader.metrics import GraderMetrics
@@ -265,8 +265,8 @@ async def wait_all(worker: TimedWorker, task: asyncio.Task[None]) -> None:
 
 PHASES: dict[str, float] = defaultdict(float)
 CALLS: dict[str, int] = defaultdict(int)
-TIMED_REPO = ("latest_policy_version", "advance_offsets", "lock_customers", "claim_events",
-              "save_customers", "record_changes")
+TIMED_REPO = ("latest_policy_version", "advance_offsets", "hold_places", "lock_customers",
+              "claim_events", "save_customers", "record_changes", "drop_places")
 
 
 def _timed_async(name: str, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -297,8 +297,8 @@ def install_breakdown() -> None:
         setattr(repo, name, _timed_async(f"sql {name}", getattr(repo, name)))
     patches: list[tuple[object, str, Callable[..., Any]]] = [
         (handler, "grade_customer", _timed("grade_customer (pure)", handler.grade_customer)),
-        (worker_module, "parse_event", _timed("parse_event", parse_event)),
-        (TimedWorker, "_validate", _timed("_validate (incl. parse)", GraderWorker._validate)),
+        (intake, "parse_event", _timed("parse_event", parse_event)),
+        (worker_module, "validate", _timed("validate (incl. parse)", intake.validate)),
         (TimedWorker, "_observe", _timed("_observe (metrics)", GraderWorker._observe)),
         (TimedWorker, "_commit", _timed_async("_commit (db + grading)", GraderWorker._commit)),
     ]
