@@ -1,0 +1,67 @@
+"""Conditions of a policy: leaves and all/any/not, and their compiled closures."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Leaf:
+    """`metric op value`; false when the metric is null."""
+
+    metric: str
+    op: str
+    value: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class All:
+    """Every part holds."""
+
+    parts: tuple[Condition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    """At least one part holds."""
+
+    parts: tuple[Condition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    """The part does not hold."""
+
+    part: Condition
+
+
+Condition = Leaf | All | AnyOf | Not
+Test = Callable[[Mapping[str, object]], bool]
+
+COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    ">=": operator.ge, ">": operator.gt, "<=": operator.le,
+    "<": operator.lt, "==": operator.eq, "!=": operator.ne,
+}
+
+
+def compile_condition(cond: Condition) -> Test:
+    """A closure equivalent to evaluating `cond`; a leaf on a null metric is false."""
+    if isinstance(cond, Leaf):
+        metric, compare, threshold = cond.metric, COMPARE[cond.op], cond.value
+
+        def leaf(metrics: Mapping[str, object]) -> bool:
+            value = metrics.get(metric)
+            return value is not None and compare(value, threshold)
+
+        return leaf
+    if isinstance(cond, Not):
+        inner = compile_condition(cond.part)
+        return lambda metrics: not inner(metrics)
+    parts = tuple(compile_condition(part) for part in cond.parts)
+    if isinstance(cond, All):
+        return lambda metrics: all(part(metrics) for part in parts)
+    return lambda metrics: any(part(metrics) for part in parts)
