@@ -64,7 +64,8 @@ WHERE customer_id = ANY($1::text[]) ORDER BY customer_id FOR UPDATE
 """
 PLACEHOLD = """
 INSERT INTO customers (customer_id, aggregates, tiers, policy_version, graded_on)
-SELECT unnest($1::text[]), $2::jsonb, '{}'::jsonb, 0, $3 ON CONFLICT DO NOTHING
+SELECT unnest($1::text[]), $2::jsonb, '{}'::jsonb, 0, $3
+ON CONFLICT (customer_id) DO UPDATE SET policy_version = customers.policy_version WHERE false
 """
 UNPLACE = "DELETE FROM customers WHERE customer_id = ANY($1::text[]) AND policy_version = 0"
 CLAIM = """
@@ -123,9 +124,11 @@ async def lock_customers(conn: asyncpg.Connection, ids: Sequence[str]) -> list[S
 async def hold_places(
     conn: asyncpg.Connection, ids: Sequence[str], *, empty: dict[str, Any], today: date
 ) -> None:
-    """Make sure a row exists for every id (version 0 marks a placeholder), so the row
-    locks that follow cover new customers too: two writers that both see a customer as
-    new (a producer that did not key by customer) are serialised, not lost."""
+    """Make sure a row exists for every id (version 0 marks a placeholder) and lock them
+    all, in id order, in this one statement: ON CONFLICT DO UPDATE locks the existing row
+    even though `WHERE false` updates nothing. So two writers that both see a customer as
+    new (a producer that did not key by customer) are serialised, not lost, and locks
+    are always taken in one global order (no deadlock between writers)."""
     await conn.execute(PLACEHOLD, sorted(ids), orjson.dumps(empty).decode(), today)
 
 
