@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import asyncpg
@@ -38,6 +38,53 @@ async def refresh_customer_gauge(grader: Grader, interval_s: float = 60.0) -> No
         await asyncio.sleep(interval_s)
 
 
+@asynccontextmanager
+async def running(grader: Grader, worker: GraderWorker | None) -> AsyncIterator[None]:
+    """Load the policy, start the background loops; stop them all on the way out."""
+    async with grader.engine.connect() as sa_conn:
+        await grader.policies.load(await raw(sa_conn))
+    tasks = [
+        asyncio.create_task(supervise(grader.regrader.run, name="regrader")),
+        asyncio.create_task(supervise(lambda: refresh_customer_gauge(grader), name="gauges")),
+    ]
+    # aiokafka clients bind to the running loop: create them here, not in create_app.
+    producer = make_producer(grader.settings, client_id="tierflow-grader-dlq")
+    if worker is not None:
+        await ensure_topics(grader.settings)
+        await producer.start()
+        worker.producer = producer
+        tasks.append(asyncio.create_task(supervise(worker.run, name="consumer")))
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if worker is not None:
+            await producer.stop()
+        await grader.engine.dispose()
+
+
+Check = Callable[[], Awaitable[dict[str, bool]]]
+
+
+def readiness(grader: Grader, worker: GraderWorker | None) -> Check:
+    """The database answers, and the consume loop (if any) is making progress."""
+
+    async def ready() -> dict[str, bool]:
+        checks = {"database": False}
+        try:
+            async with grader.engine.connect() as sa_conn:
+                checks["database"] = await (await raw(sa_conn)).fetchval("SELECT 1") == 1
+        except (OSError, TimeoutError, SQLAlchemyError, asyncpg.PostgresError) as exc:
+            log.warning("readiness: database unreachable: %s", exc)
+        if worker is not None:
+            checks["consumer"] = worker.healthy(STALE_POLL_S)
+        return checks
+
+    return ready
+
+
 def create_app(settings: GraderSettings, *, consume: bool = True) -> FastAPI:
     """The grader app; `consume=False` serves the API without the consume loop."""
     metrics = GraderMetrics()
@@ -46,52 +93,15 @@ def create_app(settings: GraderSettings, *, consume: bool = True) -> FastAPI:
     regrader = Regrader(engine=engine, policies=policies, metrics=metrics,
                         chunk=settings.regrade_chunk, interval_s=settings.regrade_interval_s)
     grader = Grader(settings, engine, policies, metrics, regrader)
-    worker = GraderWorker(settings, engine=engine, policies=policies, metrics=metrics)
-    tasks: list[asyncio.Task[None]] = []
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        async with engine.connect() as sa_conn:
-            await policies.load(await raw(sa_conn))
-        # aiokafka clients bind to the running loop: create them inside the lifespan.
-        producer = make_producer(settings, client_id="tierflow-grader-dlq")
-        if consume:
-            await ensure_topics(settings)
-            await producer.start()
-            worker.producer = producer
-            tasks.append(asyncio.create_task(supervise(worker.run, name="consumer")))
-        tasks.append(asyncio.create_task(supervise(regrader.run, name="regrader")))
-        gauges = supervise(lambda: refresh_customer_gauge(grader), name="gauges")
-        tasks.append(asyncio.create_task(gauges))
-        try:
-            yield
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if consume:
-                await producer.stop()
-            await engine.dispose()
-
-    async def ready() -> dict[str, bool]:
-        checks = {"database": False}
-        try:
-            async with engine.connect() as sa_conn:
-                checks["database"] = await (await raw(sa_conn)).fetchval("SELECT 1") == 1
-        except (OSError, TimeoutError, SQLAlchemyError, asyncpg.PostgresError) as exc:
-            log.warning("readiness: database unreachable: %s", exc)
-        if consume:
-            checks["consumer"] = worker.healthy(STALE_POLL_S)
-        return checks
-
-    app = FastAPI(title="tierflow grader", lifespan=lifespan)
+    worker = (GraderWorker(settings, engine=engine, policies=policies, metrics=metrics)
+              if consume else None)
+    app = FastAPI(title="tierflow grader", lifespan=lambda _: running(grader, worker))
     app.state.grader = grader
     install_problem_handlers(app)
     keys = ApiKeys(settings.key_scopes())
-    app.include_router(health_router(metrics.registry, ready))
+    app.include_router(health_router(metrics.registry, readiness(grader, worker)))
     read = [keys.dependency("tiers:read")]
-    admin = [keys.dependency("admin")]
     app.include_router(customers.router, dependencies=read)
     app.include_router(stats.router, dependencies=read)
-    app.include_router(policy.router, dependencies=admin)
+    app.include_router(policy.router, dependencies=[keys.dependency("admin")])
     return app
