@@ -91,7 +91,7 @@ async def apply_batch(
         unique = {e.event_id: e for e in dedupe(events)}
         customer_ids = sorted({e.customer_id for e in unique.values()})
         await repo.hold_places(conn, customer_ids, empty=EMPTY, today=now.date())
-        stored = {s.customer_id: s for s in await repo.lock_customers(conn, customer_ids)
+        stored = {s.customer_id: s for s in await repo.load_customers(conn, customer_ids)
                   if s.policy_version != 0}
         # Read after the locks: a policy stored since then cannot have re-graded these rows.
         active = await policies.refresh(conn)

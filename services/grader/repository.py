@@ -58,9 +58,10 @@ UPDATE consumer_offsets o SET next_offset = u.new, cluster_id = u.cluster, updat
 FROM unnest($2::int[], $3::bigint[], $4::bigint[], $5::text[]) AS u(p, expected, new, cluster)
 WHERE o.topic = $1 AND o.partition = u.p AND o.next_offset = u.expected
 """
-LOCK = """
+# No FOR UPDATE: hold_places has already locked every one of these rows, in id order.
+LOAD = """
 SELECT customer_id, aggregates::text, tiers::text, policy_version FROM customers
-WHERE customer_id = ANY($1::text[]) ORDER BY customer_id FOR UPDATE
+WHERE customer_id = ANY($1::text[])
 """
 PLACEHOLD = """
 INSERT INTO customers (customer_id, aggregates, tiers, policy_version, graded_on)
@@ -116,9 +117,9 @@ def _stored(records: Sequence[asyncpg.Record]) -> list[StoredCustomer]:
     ]
 
 
-async def lock_customers(conn: asyncpg.Connection, ids: Sequence[str]) -> list[StoredCustomer]:
-    """Existing rows of these customers, locked until the transaction ends."""
-    return _stored(await conn.fetch(LOCK, sorted(ids)))
+async def load_customers(conn: asyncpg.Connection, ids: Sequence[str]) -> list[StoredCustomer]:
+    """The rows of these customers (call after `hold_places`, which locks them)."""
+    return _stored(await conn.fetch(LOAD, sorted(ids)))
 
 
 async def hold_places(

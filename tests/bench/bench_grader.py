@@ -265,7 +265,7 @@ async def wait_all(worker: TimedWorker, task: asyncio.Task[None]) -> None:
 
 PHASES: dict[str, float] = defaultdict(float)
 CALLS: dict[str, int] = defaultdict(int)
-TIMED_REPO = ("latest_policy_version", "advance_offsets", "hold_places", "lock_customers",
+TIMED_REPO = ("latest_policy_version", "advance_offsets", "hold_places", "load_customers",
               "claim_events", "save_customers", "record_changes", "drop_places")
 
 

@@ -61,8 +61,8 @@ def first_match(ladder: Ladder, metrics: Metrics) -> int:
     return len(ladder.tiers) - 1
 
 
-def target_rank(ladder: Ladder, metrics: Metrics, current: int | None) -> tuple[int, bool]:
-    """The rank the rules give, and whether `stay_when` is what keeps the current tier."""
+def target_rank(ladder: Ladder, metrics: Metrics, current: int | None) -> int:
+    """The rank the rules give, `stay_when` keeping the current tier where it holds."""
     rank = first_match(ladder, metrics)
     if current is not None and rank > current:
         tier = ladder.tiers[current]
@@ -70,8 +70,8 @@ def target_rank(ladder: Ladder, metrics: Metrics, current: int | None) -> tuple[
             tier.stay_test(metrics) if tier.stay_test is not None
             else holds(tier.stay_when, metrics)
         ):
-            return current, True
-    return rank, False
+            return current
+    return rank
 
 
 def grace_ends(pending_since: date, grace_days: int) -> datetime:
@@ -85,7 +85,7 @@ def assign(
 ) -> tuple[LadderState, Change | None]:
     """The new state of one ladder and the message it records, if any."""
     cur_rank = ladder.rank(current.tier) if current else None
-    rank, _ = target_rank(ladder, metrics, cur_rank)
+    rank = target_rank(ladder, metrics, cur_rank)
     computed = ladder.tiers[rank]
     if current is None:
         state = LadderState(computed.name, now, computed.name, None, 1)

@@ -33,10 +33,6 @@ METRIC_NAMES: tuple[str, ...] = (
     "complaints_total", "complaints_90d", "complaints_365d",
     "avg_rating", "ratings_count", "last_nps",
 )
-MONEY_METRICS = frozenset(
-    {"spend_total", *(f"spend_{n}d" for n in WINDOWS), "avg_order_value_365d"}
-)
-
 
 def _days_since(day: int | None, today: int) -> int | None:
     # An event up to 5 minutes ahead can fall on tomorrow's date: never report negative days.
