@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Literal
 
 import orjson
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -94,12 +95,22 @@ class GraderSettings(CommonSettings):
     """Settings of the grader process."""
 
     grader_port: int = Field(default=8081, ge=0, le=65535)
+    # api: lookups, stats, policy; consumer: one consume loop (health and metrics only);
+    # all: both in one process (tests, small installs).
+    grader_role: Literal["all", "api", "consumer"] = "all"
+    # How many consumer processes `tierflow up` starts (ports grader_port+1, +2, ...).
+    grader_consumers: int = Field(default=2, ge=1, le=64)
     consumer_group: str = "tierflow-grader"
     batch_max_events: int = Field(default=5000, ge=1)
     batch_timeout_ms: int = Field(default=20, ge=1)
+    # While behind, a checkpoint gathers up to this many events or this many ms.
+    checkpoint_max_events: int = Field(default=50_000, ge=1)
+    checkpoint_max_ms: int = Field(default=500, ge=1)
+    # Memory for customer state held by one consumer process (estimated; see docs).
+    state_memory_mb: int = Field(default=512, ge=1)
+    dedupe_days: int = Field(default=30, ge=1, le=3650)
     max_future_seconds: int = Field(default=300, ge=0)
     regrade_chunk: int = Field(default=1000, ge=1)
-    regrade_interval_s: float = Field(default=60.0, gt=0)
     db_pool_size: int = Field(default=5, ge=1)
 
 

@@ -1,4 +1,6 @@
-"""The grader's composition root: consume loop, re-grader and HTTP API on one process."""
+"""The grader's composition root. One process can serve the API (lookups, stats, policy),
+run one consume loop, or both: `tierflow up` runs the API and the consumers apart, so
+lookups never wait behind grading and grading never waits behind lookups."""
 
 from __future__ import annotations
 
@@ -13,10 +15,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from services.grader.api import customers, policy, stats
 from services.grader.api.deps import Grader
-from services.grader.metrics import GraderMetrics
+from services.grader.consumer import Clock, Consumer, utc_now
 from services.grader.policies import PolicyCache
-from services.grader.regrade import Regrader
-from services.grader.worker import GraderWorker
+from services.grader.telemetry import GraderMetrics
 from shared.db.engine import make_engine, raw
 from shared.http import ApiKeys, health_router, install_problem_handlers
 from shared.kafka import ensure_topics, make_producer
@@ -25,9 +26,19 @@ from shared.tasks import supervise
 
 log = logging.getLogger(__name__)
 STALE_POLL_S = 60.0
+POLICY_REFRESH_S = 1.0
+GAUGE_REFRESH_S = 60.0
 
 
-async def refresh_customer_gauge(grader: Grader, interval_s: float = 60.0) -> None:
+async def refresh_policy(grader: Grader) -> None:
+    """Follow policies stored by other processes (lookups label tiers by the policy)."""
+    while True:
+        async with grader.engine.connect() as sa_conn:
+            await grader.policies.refresh(await raw(sa_conn))
+        await asyncio.sleep(POLICY_REFRESH_S)
+
+
+async def refresh_customer_gauge(grader: Grader) -> None:
     """Keep `tierflow_customers` current without a query per scrape."""
     while True:
         async with grader.engine.connect() as sa_conn:
@@ -35,32 +46,33 @@ async def refresh_customer_gauge(grader: Grader, interval_s: float = 60.0) -> No
         for ladder, tiers in dist["ladders"].items():
             for tier, count in tiers.items():
                 grader.metrics.customers.labels(ladder, tier).set(count)
-        await asyncio.sleep(interval_s)
+        await asyncio.sleep(GAUGE_REFRESH_S)
 
 
 @asynccontextmanager
-async def running(grader: Grader, worker: GraderWorker | None) -> AsyncIterator[None]:
+async def running(grader: Grader, consumer: Consumer | None) -> AsyncIterator[None]:
     """Load the policy, start the background loops; stop them all on the way out."""
     async with grader.engine.connect() as sa_conn:
         await grader.policies.load(await raw(sa_conn))
-    tasks = [
-        asyncio.create_task(supervise(grader.regrader.run, name="regrader")),
-        asyncio.create_task(supervise(lambda: refresh_customer_gauge(grader), name="gauges")),
-    ]
+    tasks = []
+    if grader.serves_api:
+        tasks += [asyncio.create_task(supervise(lambda: refresh_policy(grader), name="policy")),
+                  asyncio.create_task(supervise(lambda: refresh_customer_gauge(grader),
+                                                name="gauges"))]
     # aiokafka clients bind to the running loop: create them here, not in create_app.
-    producer = make_producer(grader.settings, client_id="tierflow-grader-dlq")
-    if worker is not None:
+    producer = make_producer(grader.settings, client_id="tierflow-grader")
+    if consumer is not None:
         await ensure_topics(grader.settings)
         await producer.start()
-        worker.producer = producer
-        tasks.append(asyncio.create_task(supervise(worker.run, name="consumer")))
+        tasks.append(asyncio.create_task(
+            supervise(lambda: consumer.run(producer), name="consumer")))
     try:
         yield
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if worker is not None:
+        if consumer is not None:
             await producer.stop()
         await grader.engine.dispose()
 
@@ -68,7 +80,7 @@ async def running(grader: Grader, worker: GraderWorker | None) -> AsyncIterator[
 Check = Callable[[], Awaitable[dict[str, bool]]]
 
 
-def readiness(grader: Grader, worker: GraderWorker | None) -> Check:
+def readiness(grader: Grader, consumer: Consumer | None) -> Check:
     """The database answers, and the consume loop (if any) is making progress."""
 
     async def ready() -> dict[str, bool]:
@@ -78,30 +90,33 @@ def readiness(grader: Grader, worker: GraderWorker | None) -> Check:
                 checks["database"] = await (await raw(sa_conn)).fetchval("SELECT 1") == 1
         except (OSError, TimeoutError, SQLAlchemyError, asyncpg.PostgresError) as exc:
             log.warning("readiness: database unreachable: %s", exc)
-        if worker is not None:
-            checks["consumer"] = worker.healthy(STALE_POLL_S)
+        if consumer is not None:
+            checks["consumer"] = consumer.healthy(STALE_POLL_S)
         return checks
 
     return ready
 
 
-def create_app(settings: GraderSettings, *, consume: bool = True) -> FastAPI:
-    """The grader app; `consume=False` serves the API without the consume loop."""
+def create_app(settings: GraderSettings, *, clock: Clock = utc_now) -> FastAPI:
+    """The grader app in the role its settings name (`TIERFLOW_GRADER_ROLE`); `clock` is
+    what the consumer grades by (tests move it to let days pass)."""
     metrics = GraderMetrics()
-    engine = make_engine(settings.database_url.get_secret_value(), pool_size=settings.db_pool_size)
+    serves_api = settings.grader_role in ("all", "api")
+    pool = settings.db_pool_size if serves_api else 1
+    engine = make_engine(settings.database_url.get_secret_value(), pool_size=pool)
     policies = PolicyCache()
-    regrader = Regrader(engine=engine, policies=policies, metrics=metrics,
-                        chunk=settings.regrade_chunk, interval_s=settings.regrade_interval_s)
-    grader = Grader(settings, engine, policies, metrics, regrader)
-    worker = (GraderWorker(settings, engine=engine, policies=policies, metrics=metrics)
-              if consume else None)
-    app = FastAPI(title="tierflow grader", lifespan=lambda _: running(grader, worker))
+    grader = Grader(settings, engine, policies, metrics, serves_api)
+    consumer = (Consumer(settings, policies=policies, metrics=metrics, clock=clock)
+                if settings.grader_role in ("all", "consumer") else None)
+    app = FastAPI(title="tierflow grader", lifespan=lambda _: running(grader, consumer))
     app.state.grader = grader
+    app.state.consumer = consumer
     install_problem_handlers(app)
-    keys = ApiKeys(settings.key_scopes())
-    app.include_router(health_router(metrics.registry, readiness(grader, worker)))
-    read = [keys.dependency("tiers:read")]
-    app.include_router(customers.router, dependencies=read)
-    app.include_router(stats.router, dependencies=read)
-    app.include_router(policy.router, dependencies=[keys.dependency("admin")])
+    app.include_router(health_router(metrics.registry, readiness(grader, consumer)))
+    if serves_api:
+        keys = ApiKeys(settings.key_scopes())
+        read = [keys.dependency("tiers:read")]
+        app.include_router(customers.router, dependencies=read)
+        app.include_router(stats.router, dependencies=read)
+        app.include_router(policy.router, dependencies=[keys.dependency("admin")])
     return app

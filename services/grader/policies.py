@@ -1,40 +1,13 @@
-"""The active policy, shared by the consume loop, the re-grader and the API."""
+"""The newest stored policy, as one process knows it."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
-from typing import Any
 
 import asyncpg
 
 from services.grader import repository as repo
-from services.grader.grading.policy import (
-    Policy,
-    default_policy_document,
-    metrics_read,
-    parse_policy,
-)
+from services.grader.grading.policy import ActivePolicy, default_policy_document
 
 SEED_LOCK = 774412
-
-
-@dataclass(frozen=True)
-class ActivePolicy:
-    """A policy version with what grading needs precomputed."""
-
-    version: int
-    policy: Policy
-    document: dict[str, Any]
-    reads: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    all_reads: frozenset[str] = frozenset()
-
-    @classmethod
-    def from_document(cls, version: int, document: dict[str, Any]) -> ActivePolicy:
-        """Parse (validated before it was stored) and index the metrics each ladder reads."""
-        policy = parse_policy(document)
-        reads = {ladder.name: metrics_read(ladder) for ladder in policy.ladders}
-        every = frozenset(name for names in reads.values() for name in names)
-        return cls(version, policy, document, reads, every)
 
 
 class PolicyCache:

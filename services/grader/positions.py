@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import TopicPartition
 
 from services.grader.repository import OffsetAdvance
 
 
 class Positions:
     """Per held partition: the stored next offset (the fence for the next commit) and the
-    broker cluster it was read on. Rebalances bump `generation`, so a batch that was in
-    flight across one does not write its positions over the new assignment's."""
+    broker cluster it was read on."""
 
     def __init__(self, topic: str) -> None:
         self.topic = topic
-        self.generation = 0
         self._at: dict[TopicPartition, tuple[int, str | None]] = {}
 
     def held(self) -> set[TopicPartition]:
@@ -31,34 +29,26 @@ class Positions:
     def assign(self, tp: TopicPartition, offset: int, cluster_id: str | None) -> None:
         """A partition (re)positioned from the stored state."""
         self._at[tp] = (offset, cluster_id)
-        self.generation += 1
 
     def revoke(self, partitions: Iterable[TopicPartition]) -> None:
         """Partitions handed to another consumer."""
         for tp in partitions:
             self._at.pop(tp, None)
-        self.generation += 1
 
     def clear(self) -> None:
         """Nothing is held (the consumer stopped)."""
         self._at.clear()
-        self.generation += 1
 
-    def advances(self, records: Iterable[ConsumerRecord]) -> list[OffsetAdvance]:
-        """For each partition in the batch: from the stored position to past its last record."""
-        last: dict[int, int] = {}
-        for record in records:
-            last[record.partition] = max(last.get(record.partition, -1), record.offset)
+    def advances(self, next_offsets: Mapping[int, int]) -> list[OffsetAdvance]:
+        """For each partition read since the last commit: from the stored position to the
+        next offset to read."""
         out = []
-        for partition, offset in sorted(last.items()):
+        for partition, offset in sorted(next_offsets.items()):
             expected, cluster_id = self._at[TopicPartition(self.topic, partition)]
-            out.append(OffsetAdvance(partition, expected, offset + 1, cluster_id))
+            out.append(OffsetAdvance(partition, expected, offset, cluster_id))
         return out
 
-    def committed(self, advances: Iterable[OffsetAdvance], *, generation: int) -> bool:
-        """Record committed positions, unless a rebalance happened since `generation`."""
-        if generation != self.generation:
-            return False
+    def committed(self, advances: Iterable[OffsetAdvance]) -> None:
+        """Record committed positions."""
         for a in advances:
             self._at[TopicPartition(self.topic, a.partition)] = (a.new, a.cluster_id)
-        return True

@@ -1,24 +1,46 @@
-"""PostgreSQL access for grading: bulk statements on a raw asyncpg connection.
+"""PostgreSQL access for grading, and the only code that knows how state is stored.
 
-Every statement takes arrays (`unnest`) so a batch costs a handful of round trips
-whatever its size; keys are sorted so concurrent writers lock rows in one order.
+A customer's figures and ladder states are one MessagePack array in `customers.state`
+(bytea): a few microseconds to encode or decode, no JSON re-parsed by the server, and
+nothing in it grows without bound (see grading/aggregates.py). Everything else the API
+filters on (`tiers`, `policy_version`, `graded_on`, `partition`) is a plain column.
+
+The consumer that owns a partition is the only writer of its customers, so a checkpoint
+needs no row locks: it stages the changed customers with binary COPY, merges them in one
+statement, appends the outbox with COPY, and moves the stored positions with a fence in
+the same transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import msgspec
 import orjson
 
+from services.grader import jobs
+from services.grader.grading.aggregates import FIELDS, WINDOWS, Aggregates
+from services.grader.grading.customer import CustomerState, TierChange
+from services.grader.grading.evaluate import LadderState
+from services.grader.grading.messages import message
 from shared.errors import TierflowError
+
+FORMAT = 1
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder().decode
 
 
 class Fenced(TierflowError):
     """Another consumer advanced this partition first: roll back and re-seek."""
+
+
+class StateCorrupt(TierflowError):
+    """A stored state this version cannot read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,64 +55,132 @@ class OffsetAdvance:
 
 @dataclass(frozen=True, slots=True)
 class StoredCustomer:
-    """One customer row as stored: JSON documents not yet decoded."""
+    """A customer as the API shows it: the state and when its row last changed."""
 
-    customer_id: str
-    aggregates: dict[str, Any]
-    tiers: dict[str, Any]
-    policy_version: int
+    state: CustomerState
+    updated_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
-    """A message to relay, recorded in the same transaction as its cause."""
+@dataclass
+class Checkpoint:
+    """Everything one commit makes durable, together."""
 
-    message_id: str
-    customer_id: str
-    ladder: str
-    sequence: int
-    kind: str
-    payload: dict[str, Any]
+    topic: str
+    advances: Sequence[OffsetAdvance]
+    event_ids: Sequence[str]
+    customers: Sequence[tuple[int, CustomerState]]  # (owning partition, state)
+    changes: Sequence[TierChange]
+    now: datetime
+    policy_regrades: int = 0  # customers re-graded for a new policy (job progress)
+    policy_changed: int = 0
+    policy_version: int = 0
 
 
+# --- the storage format ------------------------------------------------------------------
+
+def _micros(moment: datetime) -> int:
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+def _moment(micros: int) -> datetime:
+    return EPOCH + timedelta(microseconds=micros)
+
+
+def encode_state(state: CustomerState) -> bytes:
+    """The bytes stored in `customers.state`."""
+    a = state.aggregates
+    days: list[int] = []
+    for day, bucket in sorted(a.days.items()):  # sorted: equal states, equal bytes
+        days.append(day)
+        days.extend(bucket)
+    ladders = [
+        (name, s.tier, _micros(s.since), s.computed,
+         s.pending_since.toordinal() if s.pending_since else None, s.sequence)
+        for name, s in state.ladders.items()
+    ]
+    return _encode((
+        FORMAT, a.purchases_total, a.refunds_total, a.orders_total, a.first_purchase,
+        a.last_purchase, sorted(a.categories), a.interactions_total, a.referrals_total,
+        a.complaints_total, a.last_interaction, a.last_activity, a.rating_sum,
+        a.ratings_count, a.last_nps, a.last_nps_key, a.as_of, days,
+        [value for row in a.sums for value in row], ladders,
+    ))
+
+
+def decode_state(customer_id: str, blob: bytes, policy_version: int, graded_on: date,
+                 ) -> CustomerState:
+    """The inverse of `encode_state`."""
+    doc = _decode(blob)
+    if doc[0] != FORMAT:
+        raise StateCorrupt(f"customer {customer_id!r}: unknown state format {doc[0]}")
+    (_, purchases, refunds, orders, first, last, categories, interactions, referrals,
+     complaints, last_interaction, last_activity, rating_sum, ratings, nps, nps_key, as_of,
+     flat_days, flat_sums, ladders) = doc
+    step = FIELDS + 1
+    days = {flat_days[i]: flat_days[i + 1:i + step] for i in range(0, len(flat_days), step)}
+    sums = [flat_sums[i * FIELDS:(i + 1) * FIELDS] for i in range(len(WINDOWS))]
+    aggregates = Aggregates(
+        purchases, refunds, orders, first, last, set(categories), interactions, referrals,
+        complaints, last_interaction, last_activity, rating_sum, ratings, nps,
+        (nps_key[0], nps_key[1]) if nps_key else None, days, as_of, sums,
+    )
+    states = {
+        name: LadderState(tier, _moment(since), computed,
+                          date.fromordinal(pending) if pending else None, seq)
+        for name, tier, since, computed, pending, seq in ladders
+    }
+    return CustomerState(customer_id, aggregates, states, policy_version,
+                         graded_on.toordinal())
+
+
+def tier_labels(state: CustomerState) -> list[str]:
+    """The `customers.tiers` column: "ladder:tier" for every ladder graded."""
+    return [f"{name}:{s.tier}" for name, s in state.ladders.items()]
+
+
+# --- statements ----------------------------------------------------------------------------
+
+STAGE = """
+CREATE TEMP TABLE IF NOT EXISTS customers_stage
+  (LIKE customers INCLUDING DEFAULTS) ON COMMIT DELETE ROWS
+"""
+STAGE_COLUMNS = ("customer_id", "partition", "state", "tiers", "policy_version", "graded_on",
+                 "updated_at")
+MERGE = """
+INSERT INTO customers (customer_id, partition, state, tiers, policy_version, graded_on,
+                       updated_at)
+SELECT customer_id, partition, state, tiers, policy_version, graded_on, updated_at
+FROM customers_stage
+ON CONFLICT (customer_id) DO UPDATE SET partition = EXCLUDED.partition,
+  state = EXCLUDED.state, tiers = EXCLUDED.tiers, policy_version = EXCLUDED.policy_version,
+  graded_on = EXCLUDED.graded_on, updated_at = EXCLUDED.updated_at
+"""
+OUTBOX_COLUMNS = ("message_id", "customer_id", "ladder", "sequence", "kind", "payload")
 ADVANCE = """
 UPDATE consumer_offsets o SET next_offset = u.new, cluster_id = u.cluster, updated_at = now()
 FROM unnest($2::int[], $3::bigint[], $4::bigint[], $5::text[]) AS u(p, expected, new, cluster)
 WHERE o.topic = $1 AND o.partition = u.p AND o.next_offset = u.expected
 """
-# No FOR UPDATE: hold_places has already locked every one of these rows, in id order.
 LOAD = """
-SELECT customer_id, aggregates::text, tiers::text, policy_version FROM customers
+SELECT customer_id, state, policy_version, graded_on, updated_at FROM customers
 WHERE customer_id = ANY($1::text[])
 """
-PLACEHOLD = """
-INSERT INTO customers (customer_id, aggregates, tiers, policy_version, graded_on)
-SELECT unnest($1::text[]), $2::jsonb, '{}'::jsonb, 0, $3
-ON CONFLICT (customer_id) DO UPDATE SET policy_version = customers.policy_version WHERE false
+SEEN = """
+SELECT event_id FROM processed_events WHERE event_id = ANY($1::text[]) AND seen_on >= $2
 """
-UNPLACE = "DELETE FROM customers WHERE customer_id = ANY($1::text[]) AND policy_version = 0"
+# An id seen before the window (not pruned yet) counts as new again: it is first seen now.
 CLAIM = """
-INSERT INTO processed_events (event_id) SELECT unnest($1::text[])
-ON CONFLICT DO NOTHING RETURNING event_id
+INSERT INTO processed_events (event_id, seen_on) SELECT unnest($1::text[]), $2
+ON CONFLICT (event_id) DO UPDATE SET seen_on = EXCLUDED.seen_on
 """
-SAVE = """
-INSERT INTO customers (customer_id, aggregates, tiers, policy_version, graded_on, updated_at)
-SELECT u.id, u.agg::jsonb, u.tiers::jsonb, $4, $5, $6
-FROM unnest($1::text[], $2::text[], $3::text[]) AS u(id, agg, tiers)
-ON CONFLICT (customer_id) DO UPDATE SET aggregates = EXCLUDED.aggregates,
-  tiers = EXCLUDED.tiers, policy_version = EXCLUDED.policy_version,
-  graded_on = EXCLUDED.graded_on, updated_at = EXCLUDED.updated_at
-"""
-RECORD = """
-INSERT INTO tier_changes (message_id, customer_id, ladder, sequence, kind, payload)
-SELECT u.m, u.c, u.l, u.s, u.k, u.p::jsonb
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[])
-  AS u(m, c, l, s, k, p)
+PRUNE = """
+DELETE FROM processed_events WHERE ctid = ANY(ARRAY(
+  SELECT ctid FROM processed_events WHERE seen_on < $1 LIMIT $2))
 """
 DUE = """
-SELECT customer_id, aggregates::text, tiers::text, policy_version FROM customers
-WHERE (policy_version < $1 OR graded_on < $2) AND customer_id > $4
-ORDER BY customer_id LIMIT $3 FOR UPDATE SKIP LOCKED
+SELECT customer_id FROM customers
+WHERE partition = $1 AND customer_id > $2 AND (policy_version < $3 OR graded_on < $4)
+ORDER BY customer_id LIMIT $5
 """
 OFFSETS = "SELECT partition, next_offset, cluster_id FROM consumer_offsets WHERE topic = $1"
 INIT_OFFSETS = """
@@ -99,9 +189,75 @@ SELECT $1, unnest($2::int[]), 0, $3 ON CONFLICT DO NOTHING
 """
 
 
-async def advance_offsets(
-    conn: asyncpg.Connection, topic: str, advances: Sequence[OffsetAdvance]
-) -> None:
+async def prepare(conn: asyncpg.Connection) -> None:
+    """Per-connection setup for a consumer's own connection (the staging table)."""
+    await conn.execute(STAGE)
+
+
+async def load_customers(conn: asyncpg.Connection, ids: Sequence[str],
+                         ) -> dict[str, StoredCustomer]:
+    """The stored customers among `ids`."""
+    rows = await conn.fetch(LOAD, list(ids))
+    return {r[0]: StoredCustomer(decode_state(r[0], r[1], r[2], r[3]), r[4]) for r in rows}
+
+
+async def seen_events(conn: asyncpg.Connection, ids: Sequence[str], *, since: date) -> set[str]:
+    """The ids among `ids` first seen on `since` or later (inside the dedupe window)."""
+    if not ids:
+        return set()
+    return {r[0] for r in await conn.fetch(SEEN, list(ids), since)}
+
+
+async def prune_seen(conn: asyncpg.Connection, *, before: date, limit: int) -> int:
+    """Forget up to `limit` event ids first seen before `before`; how many went."""
+    status = await conn.execute(PRUNE, before, limit)
+    return int(status.rsplit(" ", 1)[1])
+
+
+async def due_ids(
+    conn: asyncpg.Connection, partition: int, *, version: int, today: date, after: str,
+    limit: int,
+) -> list[str]:
+    """Customers of a partition graded under an older policy or on an earlier day, in id
+    order after `after` (a sweep reads each row once)."""
+    rows = await conn.fetch(DUE, partition, after, version, today, limit)
+    return [r[0] for r in rows]
+
+
+async def write_checkpoint(conn: asyncpg.Connection, cp: Checkpoint) -> None:
+    """Positions (fenced), dedupe ids, customers and outbox: all or nothing."""
+    async with conn.transaction():
+        if cp.advances:
+            await _advance(conn, cp.topic, cp.advances)
+        if cp.event_ids:
+            await conn.execute(CLAIM, sorted(cp.event_ids), cp.now.date())
+        if cp.customers:
+            await conn.copy_records_to_table(
+                "customers_stage", columns=STAGE_COLUMNS, records=_customer_rows(cp))
+            await conn.execute(MERGE)
+        if cp.changes:
+            await conn.copy_records_to_table(
+                "tier_changes", columns=OUTBOX_COLUMNS, records=_outbox_rows(cp.changes))
+            await conn.execute("NOTIFY tierflow_outbox")
+        if cp.policy_regrades:
+            await jobs.progress(conn, done=cp.policy_regrades, changed=cp.policy_changed,
+                                version=cp.policy_version)
+
+
+def _customer_rows(cp: Checkpoint) -> Iterable[tuple[Any, ...]]:
+    for partition, state in cp.customers:
+        yield (state.customer_id, partition, encode_state(state), tier_labels(state),
+               state.policy_version, date.fromordinal(state.graded_on), cp.now)
+
+
+def _outbox_rows(changes: Sequence[TierChange]) -> Iterable[tuple[Any, ...]]:
+    for tc in changes:
+        yield (tc.message_id, tc.customer_id, tc.change.ladder, tc.change.sequence,
+               tc.change.kind, orjson.dumps(message(tc)).decode())
+
+
+async def _advance(conn: asyncpg.Connection, topic: str,
+                   advances: Sequence[OffsetAdvance]) -> None:
     """Fence and move stored positions; raises Fenced if any was not where we left it."""
     status = await conn.execute(
         ADVANCE, topic, [a.partition for a in advances], [a.expected for a in advances],
@@ -109,74 +265,6 @@ async def advance_offsets(
     )
     if int(status.rsplit(" ", 1)[1]) != len(advances):
         raise Fenced(f"{topic}: a stored position moved under us")
-
-
-def _stored(records: Sequence[asyncpg.Record]) -> list[StoredCustomer]:
-    return [
-        StoredCustomer(r[0], orjson.loads(r[1]), orjson.loads(r[2]), r[3]) for r in records
-    ]
-
-
-async def load_customers(conn: asyncpg.Connection, ids: Sequence[str]) -> list[StoredCustomer]:
-    """The rows of these customers (call after `hold_places`, which locks them)."""
-    return _stored(await conn.fetch(LOAD, sorted(ids)))
-
-
-async def hold_places(
-    conn: asyncpg.Connection, ids: Sequence[str], *, empty: dict[str, Any], today: date
-) -> None:
-    """Make sure a row exists for every id (version 0 marks a placeholder) and lock them
-    all, in id order, in this one statement: ON CONFLICT DO UPDATE locks the existing row
-    even though `WHERE false` updates nothing. So two writers that both see a customer as
-    new (a producer that did not key by customer) are serialised, not lost, and locks
-    are always taken in one global order (no deadlock between writers)."""
-    await conn.execute(PLACEHOLD, sorted(ids), orjson.dumps(empty).decode(), today)
-
-
-async def drop_places(conn: asyncpg.Connection, ids: Sequence[str]) -> None:
-    """Remove placeholders that received no event after all (every event was a repeat)."""
-    if ids:
-        await conn.execute(UNPLACE, list(ids))
-
-
-async def claim_events(conn: asyncpg.Connection, event_ids: Sequence[str]) -> set[str]:
-    """Record event ids as processed; returns those not seen before."""
-    rows = await conn.fetch(CLAIM, sorted(event_ids))
-    return {r[0] for r in rows}
-
-
-async def due_customers(
-    conn: asyncpg.Connection, *, version: int, today: date, limit: int, after: str = ""
-) -> list[StoredCustomer]:
-    """Rows graded under an older policy or on an earlier day, locked, skipping busy ones;
-    keyset-paginated (`after` the last id seen) so a sweep reads each row once."""
-    return _stored(await conn.fetch(DUE, version, today, limit, after))
-
-
-async def save_customers(
-    conn: asyncpg.Connection, rows: Sequence[tuple[str, dict[str, Any], dict[str, Any]]],
-    *, version: int, today: date, now: datetime,
-) -> None:
-    """Upsert (customer_id, aggregates, tiers) rows graded under `version` on `today`."""
-    if not rows:
-        return
-    rows = sorted(rows, key=lambda row: row[0])
-    await conn.execute(
-        SAVE, [r[0] for r in rows], [orjson.dumps(r[1]).decode() for r in rows],
-        [orjson.dumps(r[2]).decode() for r in rows], version, today, now,
-    )
-
-
-async def record_changes(conn: asyncpg.Connection, rows: Sequence[OutboxRow]) -> None:
-    """Insert outbox rows; the notifier relays them in id order."""
-    if not rows:
-        return
-    await conn.execute(
-        RECORD, [r.message_id for r in rows], [r.customer_id for r in rows],
-        [r.ladder for r in rows], [r.sequence for r in rows], [r.kind for r in rows],
-        [orjson.dumps(r.payload).decode() for r in rows],
-    )
-    await conn.execute("NOTIFY tierflow_outbox")
 
 
 async def stored_offsets(
@@ -189,6 +277,19 @@ async def stored_offsets(
     return {r[0]: (r[1], r[2]) for r in rows if r[0] in wanted}
 
 
+DISTRIBUTION = """
+SELECT split_part(t, ':', 1), split_part(t, ':', 2), count(*)
+FROM customers, unnest(tiers) AS t GROUP BY 1, 2
+"""
+
+
+async def tier_counts(conn: asyncpg.Connection) -> tuple[int, dict[tuple[str, str], int]]:
+    """How many customers there are, and per (ladder, tier)."""
+    counts = {(r[0], r[1]): r[2] for r in await conn.fetch(DISTRIBUTION)}
+    total = await conn.fetchval("SELECT count(*) FROM customers")
+    return int(total), counts
+
+
 async def latest_policy(conn: asyncpg.Connection) -> tuple[int, dict[str, Any]] | None:
     """The newest policy version and its document."""
     row = await conn.fetchrow(
@@ -198,13 +299,13 @@ async def latest_policy(conn: asyncpg.Connection) -> tuple[int, dict[str, Any]] 
 
 
 async def latest_policy_version(conn: asyncpg.Connection) -> int:
-    """Only the newest version number: cheap enough to ask on every batch."""
+    """Only the newest version number: cheap enough to ask on every checkpoint."""
     version = await conn.fetchval("SELECT max(version) FROM policies")
     return int(version or 0)
 
 
 async def insert_policy(conn: asyncpg.Connection, document: dict[str, Any]) -> int:
-    """Store a new policy version; returns its number."""
+    """Store a new version; returns its number."""
     version = await conn.fetchval(
         "INSERT INTO policies (document) VALUES ($1::jsonb) RETURNING version",
         orjson.dumps(document).decode(),

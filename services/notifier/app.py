@@ -11,11 +11,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from services.notifier import db
 from services.notifier.health import broker_ready, database_ready
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.relay import Relay
 from services.notifier.sender import KafkaSender
+from shared.db import engine as db
 from shared.db.engine import make_engine
 from shared.http import health_router, install_problem_handlers
 from shared.kafka import make_producer

@@ -11,26 +11,27 @@ import httpx
 from shared.cli.scrape import CONSUMER_LAG, OUTBOX_BACKLOG, read_metric
 
 
-async def pending_work(client: httpx.AsyncClient, urls: dict[str, str]) -> tuple[float, float]:
-    """(consumer lag, outbox backlog); a service or metric that does not answer counts as 0."""
-    lag = backlog = None
-    if "grader" in urls:
-        lag = await read_metric(client, urls["grader"], CONSUMER_LAG)
-    if "notifier" in urls:
-        backlog = await read_metric(client, urls["notifier"], OUTBOX_BACKLOG)
-    return max(lag or 0.0, 0.0), max(backlog or 0.0, 0.0)
+async def pending_work(client: httpx.AsyncClient, lag_urls: list[str],
+                       outbox_url: str | None) -> tuple[float, float]:
+    """(consumer lag summed over the grader consumers, outbox backlog); a service or metric
+    that does not answer counts as 0."""
+    lag = 0.0
+    for url in lag_urls:
+        lag += max(await read_metric(client, url, CONSUMER_LAG) or 0.0, 0.0)
+    backlog = await read_metric(client, outbox_url, OUTBOX_BACKLOG) if outbox_url else None
+    return lag, max(backlog or 0.0, 0.0)
 
 
 async def drain(
-    urls: dict[str, str], *, within: float, forced: Callable[[], bool],
-    out: Callable[[str], None], memory_broker: bool,
+    *, lag_urls: list[str], outbox_url: str | None, within: float,
+    forced: Callable[[], bool], out: Callable[[str], None], memory_broker: bool,
 ) -> bool:
     """Poll the metrics until lag and backlog are 0 (True) or the deadline/a second Ctrl-C."""
     deadline = time.monotonic() + within
     last_said = 0.0
     async with httpx.AsyncClient() as client:
         while True:
-            lag, backlog = await pending_work(client, urls)
+            lag, backlog = await pending_work(client, lag_urls, outbox_url)
             if lag == 0 and backlog == 0:
                 out("drained: every accepted event is graded and every tier change is sent")
                 return True

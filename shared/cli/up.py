@@ -40,6 +40,12 @@ class Ports:
     ingest: int = 8080
     grader: int = 8081
     notifier: int = 8082
+    # Consumer processes of the grader, on the ports after the grader's API.
+    grader_consumers: int = 2
+
+    def consumer_ports(self) -> list[int]:
+        """Where each grader consumer serves its health and metrics."""
+        return [self.grader + i for i in range(1, self.grader_consumers + 1)]
 
 
 @dataclass(frozen=True)
@@ -56,8 +62,9 @@ class UpOptions:
 
 def load_settings() -> tuple[CommonSettings, Ports]:
     """Validate every process's settings up front: a bad variable fails before anything starts."""
-    ports = Ports(IngestSettings().ingest_port, GraderSettings().grader_port,
-                  NotifierSettings().notifier_port)
+    grader = GraderSettings()
+    ports = Ports(IngestSettings().ingest_port, grader.grader_port,
+                  NotifierSettings().notifier_port, grader.grader_consumers)
     return CommonSettings(), ports
 
 
@@ -186,19 +193,36 @@ class Supervisor:
             raise CliError(f"the key in {where} is not usable ({exc}); delete the file") from None
         return {"TIERFLOW_API_KEYS": keys_document(key)}
 
+    def _processes(self) -> list[tuple[str, str, int, dict[str, str]]]:
+        """(name, service, port, extra environment) of every process to start: the grader
+        is an API process plus its consumers (lookups never wait behind grading)."""
+        out: list[tuple[str, str, int, dict[str, str]]] = []
+        for service in self.options.services:
+            port = getattr(self.ports, service)
+            if service != "grader":
+                out.append((service, service, port, {}))
+                continue
+            out.append(("grader", "grader", port, {"TIERFLOW_GRADER_ROLE": "api"}))
+            for i, consumer_port in enumerate(self.ports.consumer_ports(), start=1):
+                out.append((f"grader-consumer-{i}", "grader", consumer_port, {
+                    "TIERFLOW_GRADER_ROLE": "consumer",
+                    "TIERFLOW_GRADER_PORT": str(consumer_port)}))
+        return out
+
     async def _start_services(self, key_env: dict[str, str]) -> None:
         env = child_environ({
             "TIERFLOW_DATABASE_URL": self.database_url, "TIERFLOW_KAFKA_BOOTSTRAP": self.bootstrap,
             **key_env, **{PORT_VARIABLES[s]: str(getattr(self.ports, s)) for s in SERVICES},
         })
-        for name in self.options.services:
-            port = getattr(self.ports, name)
+        host = client_host(self.settings.host)
+        for name, service, port, extra in self._processes():
             if port_taken(self.settings.host, port):
+                variable = PORT_VARIABLES[service]
                 raise CliError(f"port {port} for {name} is in use: stop what uses it or set "
-                               f"{PORT_VARIABLES[name]} to another port")
+                               f"{variable} to another port")
             self.procs[name] = ServiceProcess(
-                name, [sys.executable, "-m", f"services.{name}"], env,
-                self.options.data_dir / "logs" / f"{name}.log", self.url(name))
+                name, [sys.executable, "-m", f"services.{service}"], {**env, **extra},
+                self.options.data_dir / "logs" / f"{name}.log", f"http://{host}:{port}")
         self._stack.push_async_callback(self._stop_services)
         self.out("starting " + ", ".join(self.procs) + "…")
         for proc in self.procs.values():
@@ -218,7 +242,8 @@ class Supervisor:
         rest = [p for name, p in self.procs.items() if name != "ingest"]
         if rest and not self._skip_drain and all(p.alive for p in rest):
             await drain(
-                {n: self.url(n) for n in self.procs if n != "ingest"},
+                lag_urls=[p.base_url for n, p in self.procs.items() if n.startswith("grader-")],
+                outbox_url=self.procs["notifier"].base_url if "notifier" in self.procs else None,
                 within=self.options.drain_timeout, forced=lambda: self.stop.forced,
                 out=self.out, memory_broker="kafka_bootstrap" not in self.settings.model_fields_set,
             )

@@ -6,8 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+CONNECT_TIMEOUT_S = 5.0
 # A prepared upsert switched to a generic plan costed on an empty table and ran 6x slower.
 SERVER_SETTINGS: Mapping[str, str] = {"plan_cache_mode": "force_custom_plan"}
 
@@ -27,3 +29,17 @@ async def raw(conn: AsyncConnection) -> asyncpg.Connection:
     driver = fairy.driver_connection
     assert isinstance(driver, asyncpg.Connection)  # noqa: S101 - engine is asyncpg-only
     return driver
+
+
+def asyncpg_dsn(url: str) -> str:
+    """`postgresql+asyncpg://...` (SQLAlchemy's form, `?host=/dir` kept) as a plain libpq DSN."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def connect(url: str) -> asyncpg.Connection:
+    """A connection outside any pool, for a loop that owns its session (the grader's
+    consumer, the notifier's relay with its advisory lock)."""
+    conn: asyncpg.Connection = await asyncpg.connect(
+        asyncpg_dsn(url), timeout=CONNECT_TIMEOUT_S, server_settings=dict(SERVER_SETTINGS)
+    )
+    return conn

@@ -9,39 +9,47 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Table,
     Text,
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 metadata = MetaData()
 
+# One row per customer, written only by the consumer that owns the customer's partition.
 customers = Table(
     "customers",
     metadata,
     Column("customer_id", Text, primary_key=True),
-    # The pure fold's state (shared by every ladder): totals, per-UTC-day buckets.
-    Column("aggregates", JSONB, nullable=False),
-    # Per ladder: tier, since, computed, pending_since, sequence.
-    Column("tiers", JSONB, nullable=False),
+    # The events partition that owns the customer (murmur2 of the id, as Kafka picks it).
+    Column("partition", Integer, nullable=False),
+    # Figures and ladder states in the repository's binary format (services/grader/
+    # repository.py is the only code that reads or writes it).
+    Column("state", LargeBinary, nullable=False),
+    # "ladder:tier" per ladder, for counts and member lists without decoding `state`.
+    Column("tiers", ARRAY(Text), nullable=False),
     Column("policy_version", Integer, nullable=False),
     # The UTC date of the last grading: time alone re-grades rows whose date has passed.
     Column("graded_on", Date, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
-Index("customers_graded_on", customers.c.graded_on)
-Index("customers_policy_version", customers.c.policy_version)
+# The owner's re-grading sweep walks its partitions in id order.
+Index("customers_partition", customers.c.partition, customers.c.customer_id)
 
-# Every applied event id, written in the same transaction as its effect: the dedupe.
+# Applied event ids with the UTC day tierflow first saw them: the dedupe window. Rows
+# older than the window are pruned; BRIN keeps that range cheap to find and to maintain.
 processed_events = Table(
     "processed_events",
     metadata,
     Column("event_id", Text, primary_key=True),
+    Column("seen_on", Date, nullable=False),
 )
+Index("processed_events_seen_on", processed_events.c.seen_on, postgresql_using="brin")
 
 # Consumer positions live beside the state they produced, not in Kafka.
 consumer_offsets = Table(

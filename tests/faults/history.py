@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import orjson
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.grader.grading.aggregates import Aggregates, apply, from_json, prune
+from services.grader.grading.aggregates import Aggregates, apply
 from services.grader.grading.metrics import compute_metrics
+from services.grader.repository import decode_state
 from shared.db.tables import consumer_offsets, customers
 from shared.embedded import free_port
 from shared.events import parse_event_obj
@@ -31,7 +31,8 @@ def grader_service(pg_url: str, broker: str, topic: str, group: str, log_dir: Pa
         "TIERFLOW_TOPIC_EVENTS": topic, "TIERFLOW_TOPIC_DLQ": unique("dlq"),
         "TIERFLOW_TOPIC_TIER_CHANGES": unique("changes"), "TIERFLOW_EVENTS_PARTITIONS": "3",
         "TIERFLOW_CONSUMER_GROUP": group, "TIERFLOW_KAFKA_SESSION_TIMEOUT_MS": "6000",
-        "TIERFLOW_BATCH_MAX_EVENTS": str(batch), "TIERFLOW_GRADER_PORT": str(port),
+        "TIERFLOW_BATCH_MAX_EVENTS": str(batch), "TIERFLOW_CHECKPOINT_MAX_EVENTS": str(batch),
+        "TIERFLOW_GRADER_PORT": str(port),
         "TIERFLOW_API_KEYS": json.dumps({"fault-test-key-000001": ["admin"]}),
     }
     service = Service("grader", env, port=port, log_dir=log_dir)
@@ -86,12 +87,14 @@ async def assert_state_equals_recomputation(
         event = parse_event_obj(raw_event)
         apply(expected[event.customer_id], event)
     async with engine.connect() as conn:
+        c = customers.c
         rows = (await conn.execute(
-            select(customers.c.customer_id, customers.c.aggregates)
-            .where(customers.c.customer_id.like(f"{prefix}-%")))).all()
+            select(c.customer_id, c.state, c.policy_version, c.graded_on)
+            .where(c.customer_id.like(f"{prefix}-%")))).all()
     assert len(rows) == len(expected)
     today = datetime.now(UTC).date()
-    for customer_id, stored in rows:
-        recomputed = compute_metrics(prune(expected[customer_id], today), today)
-        actual = compute_metrics(from_json(orjson.loads(orjson.dumps(stored))), today)
+    for customer_id, blob, version, graded_on in rows:
+        recomputed = compute_metrics(expected[customer_id], today)
+        actual = compute_metrics(decode_state(customer_id, blob, version, graded_on).aggregates,
+                                 today)
         assert actual == recomputed, customer_id

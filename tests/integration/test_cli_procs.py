@@ -76,8 +76,8 @@ async def test_drain_returns_once_nothing_is_pending(tmp_path: Path) -> None:
         async with httpx.AsyncClient() as client:
             await proc.wait_ready(client, within=15, interrupted=lambda: False)
         said: list[str] = []
-        assert await drain({"grader": proc.base_url}, within=10, forced=lambda: False,
-                           out=said.append, memory_broker=True)
+        assert await drain(lag_urls=[proc.base_url], outbox_url=None, within=10,
+                           forced=lambda: False, out=said.append, memory_broker=True)
         assert said[-1].startswith("drained")
     finally:
         await proc.stop(grace=5)
@@ -91,8 +91,8 @@ async def test_drain_gives_up_at_the_deadline_and_says_what_is_lost(tmp_path: Pa
             await proc.wait_ready(client, within=15, interrupted=lambda: False)
         said: list[str] = []
         started = time.monotonic()
-        assert not await drain({"grader": proc.base_url}, within=1.0, forced=lambda: False,
-                               out=said.append, memory_broker=True)
+        assert not await drain(lag_urls=[proc.base_url], outbox_url=None, within=1.0,
+                               forced=lambda: False, out=said.append, memory_broker=True)
         assert time.monotonic() - started < 5
         assert any("consumer lag 42" in line for line in said)
         assert "42 events not yet graded" in said[-1]

@@ -13,10 +13,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.notifier import db
 from services.notifier.messages import OutboxRow
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.relay import Relay
+from shared.db import engine as db
 from shared.embedded import EmbeddedBroker, free_port
 from tests.integration.test_notifier_support import (
     LADDERS,

@@ -1,20 +1,24 @@
-"""The aggregates fold: apply, prune, dedupe and the JSON form of the state."""
+"""The aggregates fold: apply, advance (sliding windows), dedupe, the bounds of the state,
+and its stored (binary) form."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, date, datetime, timedelta, timezone
 
+import pytest
+
 from services.grader.grading.aggregates import (
+    CATEGORY_CAP,
     Aggregates,
+    FoldError,
+    advance,
     apply,
     dedupe,
-    from_json,
-    prune,
-    to_json,
     utc_date,
 )
+from services.grader.grading.customer import CustomerState
 from services.grader.grading.metrics import compute_metrics
+from services.grader.repository import decode_state, encode_state
 from tests.unit.factories import TODAY, at, day, feedback, fold, interaction, purchase, refund
 
 
@@ -61,20 +65,63 @@ def test_last_nps_tie_on_instant_is_broken_by_event_id() -> None:
     assert fold([a, b]).last_nps == fold([b, a]).last_nps == 7
 
 
-def test_prune_keeps_exactly_what_the_365_day_window_sees() -> None:
+def test_advance_keeps_exactly_what_the_365_day_window_sees() -> None:
     agg = fold([purchase("1", at(n)) for n in (0, 364, 365, 800)])
-    prune(agg, TODAY)
+    advance(agg, TODAY.toordinal())
     assert sorted(agg.days) == [day(364).toordinal(), day(0).toordinal()]
     # Totals and first/last dates are all-time: pruning never touches them.
     assert agg.orders_total == 4
     assert agg.first_purchase == day(800).toordinal()
 
 
-def test_prune_never_changes_metrics_of_today_or_later() -> None:
+def test_advance_never_changes_metrics_of_today_or_later() -> None:
     agg = fold([purchase(str(n + 1), at(n)) for n in range(0, 900, 7)])
     for later in (TODAY, TODAY + timedelta(days=1), TODAY + timedelta(days=200)):
         before = compute_metrics(agg, later)
-        assert compute_metrics(prune(from_json(to_json(agg)), TODAY), later) == before
+        moved = advance(round_trip(agg), TODAY.toordinal())
+        assert compute_metrics(moved, later) == before
+        assert compute_metrics(advance(moved, later.toordinal()), later) == before
+
+
+def test_running_sums_slide_day_by_day_like_a_recomputation() -> None:
+    events = [purchase(str(n + 2), at(n)) for n in range(-1, 400, 3)]
+    slid = advance(fold(events), (TODAY - timedelta(days=400)).toordinal())
+    for step in range(0, 402, 1):
+        today = TODAY - timedelta(days=400) + timedelta(days=step)
+        advance(slid, today.toordinal())
+        assert compute_metrics(slid, today) == compute_metrics(fold(events), today), today
+
+
+def test_events_folded_after_advance_land_in_the_right_windows() -> None:
+    early = [purchase("5", at(n)) for n in (0, 6, 7, 29, 30, 364, 365, -1)]
+    agg = advance(Aggregates(), TODAY.toordinal())
+    for event in early:
+        apply(agg, event)
+    assert compute_metrics(agg, TODAY) == compute_metrics(fold(early), TODAY)
+    assert max(agg.days) == (TODAY + timedelta(days=1)).toordinal()  # skew: tomorrow
+    assert min(agg.days) >= (TODAY - timedelta(days=364)).toordinal()
+
+
+def test_categories_are_exact_up_to_the_cap_and_stay_there() -> None:
+    names = [f"cat-{n}" for n in range(CATEGORY_CAP + 20)]
+    agg = fold([purchase("1", at(0), category=name) for name in names])
+    assert compute_metrics(agg, TODAY)["distinct_categories"] == CATEGORY_CAP
+    assert len(agg.categories) == CATEGORY_CAP
+    few = fold([purchase("1", at(0), category=n) for n in names[:7] * 3])
+    assert compute_metrics(few, TODAY)["distinct_categories"] == 7
+
+
+def test_a_total_past_64_bits_is_refused_before_anything_changes() -> None:
+    agg = Aggregates()
+    big = refund("1000000000000", at(0))
+    taken = 0
+    with pytest.raises(FoldError, match="supported range"):
+        for _ in range(1000):
+            apply(agg, big)
+            taken += 1
+    assert taken == 922  # 922 x 1e16 ten-thousandths fit in 2^63 - 1; the next would not
+    assert agg.refunds_total == 922 * 10**16
+    assert encode_state(CustomerState("c", agg))  # and what was taken still stores
 
 
 def test_dedupe_keeps_first_occurrence_in_order() -> None:
@@ -85,19 +132,24 @@ def test_dedupe_keeps_first_occurrence_in_order() -> None:
     assert dedupe([]) == []
 
 
-def test_json_round_trip_through_text() -> None:
+def round_trip(agg: Aggregates) -> Aggregates:
+    """Through the stored form (bytes) and back."""
+    blob = encode_state(CustomerState("c", agg))
+    return decode_state("c", blob, 0, TODAY).aggregates
+
+
+def test_stored_form_round_trips() -> None:
     agg = fold([
         purchase("1299.0001", at(2, "07:00:00", "+08:00"), category="shoes"),
         purchase("1", at(400), category="bags"), refund("9.5", at(1)),
         interaction(at(1), action="referral"), feedback(at(0, "00:00:00.123456"), nps=4),
         feedback(at(3), rating=2, complaint=True),
     ])
-    doc = json.loads(json.dumps(to_json(agg)))
-    back = from_json(doc)
-    assert back == agg
-    assert to_json(back) == to_json(agg)
-    assert doc["p"] == 13_000_001  # money as exact integer ten-thousandths
+    assert round_trip(agg) == agg
+    advance(agg, TODAY.toordinal())
+    assert round_trip(agg) == agg
+    assert agg.purchases_total == 13_000_001  # money as exact integer ten-thousandths
 
 
-def test_json_round_trip_of_empty_aggregates() -> None:
-    assert from_json(json.loads(json.dumps(to_json(Aggregates())))) == Aggregates()
+def test_stored_form_of_empty_aggregates() -> None:
+    assert round_trip(Aggregates()) == Aggregates()

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from services.grader.grading.evaluate import Change, LadderState, assign, grade, holds
+from services.grader.grading.conditions import holds
+from services.grader.grading.evaluate import Change, LadderState, assign, grade
 from services.grader.grading.metrics import Metrics
 from services.grader.grading.policy import OPS, All, AnyOf, Ladder, Leaf, Not, Policy, parse_policy
 from tests.unit.factories import NOON

@@ -10,9 +10,8 @@ import asyncpg
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.grader.metrics import GraderMetrics
 from services.grader.policies import PolicyCache
-from services.grader.regrade import Regrader
+from services.grader.telemetry import GraderMetrics
 from shared.db.engine import raw
 from shared.settings import GraderSettings
 
@@ -25,7 +24,7 @@ class Grader:
     engine: AsyncEngine
     policies: PolicyCache
     metrics: GraderMetrics
-    regrader: Regrader
+    serves_api: bool
 
 
 def get_grader(request: Request) -> Grader:

@@ -13,8 +13,7 @@ from starlette.responses import JSONResponse
 from services.grader import jobs
 from services.grader import repository as repo
 from services.grader.api.deps import ConnDep, GraderDep
-from services.grader.grading.policy import parse_policy
-from services.grader.policies import ActivePolicy
+from services.grader.grading.policy import ActivePolicy, parse_policy
 from shared.errors import PolicyInvalid
 from shared.http import problem
 
@@ -69,8 +68,9 @@ async def put_policy(request: Request, grader: GraderDep, conn: ConnDep) -> Any:
     async with conn.transaction():
         version = await repo.insert_policy(conn, document)
         job_id = await jobs.create_regrade_job(conn, version=version)
+    # The consumers see the new version at their next checkpoint (they ask on every one)
+    # and re-grade the customers they own; this process uses it for lookups at once.
     grader.policies.install(ActivePolicy.from_document(version, document))
-    grader.regrader.wake()
     return JSONResponse({"version": version, "job_id": str(job_id)}, status_code=202)
 
 

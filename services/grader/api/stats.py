@@ -7,21 +7,16 @@ from typing import Any
 import asyncpg
 from fastapi import APIRouter
 
+from services.grader import repository as repo
 from services.grader.api.deps import ConnDep, GraderDep
-from services.grader.policies import ActivePolicy
+from services.grader.grading.policy import ActivePolicy
 
 router = APIRouter(prefix="/v1/stats", tags=["stats"])
-
-DISTRIBUTION = """
-SELECT l.key, l.value->>'tier', count(*) FROM customers c, jsonb_each(c.tiers) AS l
-GROUP BY 1, 2
-"""
 
 
 async def distribution(conn: asyncpg.Connection, active: ActivePolicy) -> dict[str, Any]:
     """Per ladder of the active policy, every tier (best first) with its customer count."""
-    counts = {(r[0], r[1]): r[2] for r in await conn.fetch(DISTRIBUTION)}
-    total = await conn.fetchval("SELECT count(*) FROM customers")
+    total, counts = await repo.tier_counts(conn)
     ladders = {
         ladder.name: {tier.name: counts.get((ladder.name, tier.name), 0) for tier in ladder.tiers}
         for ladder in active.policy.ladders

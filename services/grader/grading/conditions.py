@@ -1,4 +1,5 @@
-"""Conditions of a policy: leaves and all/any/not, and their compiled closures."""
+"""Conditions of a policy: leaves and all/any/not, and the one way to evaluate them:
+compiled once per policy into closures (grading runs them for every customer)."""
 
 from __future__ import annotations
 
@@ -65,3 +66,8 @@ def compile_condition(cond: Condition) -> Test:
     if isinstance(cond, All):
         return lambda metrics: all(part(metrics) for part in parts)
     return lambda metrics: any(part(metrics) for part in parts)
+
+
+def holds(cond: Condition, metrics: Mapping[str, object]) -> bool:
+    """Evaluate a condition once (compiles it: for repeated use keep `compile_condition`)."""
+    return compile_condition(cond)(metrics)

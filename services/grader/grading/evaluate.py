@@ -7,22 +7,10 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
 from services.grader.grading.metrics import Metrics
-from services.grader.grading.policy import COMPARE, All, AnyOf, Condition, Ladder, Leaf, Policy
+from services.grader.grading.policy import Ladder, Policy
 
 Kind = Literal["tier.changed", "tier.downgrade_scheduled"]
 Direction = Literal["up", "down", "initial"]
-
-
-def holds(cond: Condition, metrics: Metrics) -> bool:
-    """Evaluate a condition; a leaf on a null metric is false, whatever its op."""
-    if isinstance(cond, Leaf):
-        value = metrics.get(cond.metric)
-        return value is not None and COMPARE[cond.op](value, cond.value)
-    if isinstance(cond, All):
-        return all(holds(part, metrics) for part in cond.parts)
-    if isinstance(cond, AnyOf):
-        return any(holds(part, metrics) for part in cond.parts)
-    return not holds(cond.part, metrics)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +41,7 @@ class Change:
 def first_match(ladder: Ladder, metrics: Metrics) -> int:
     """Index of the best tier whose `when` holds (the last tier always does)."""
     for index, tier in enumerate(ladder.tiers):
-        if tier.when is None:
-            return index
-        test = tier.when_test
-        if test(metrics) if test is not None else holds(tier.when, metrics):
+        if tier.when_test is None or tier.when_test(metrics):
             return index
     return len(ladder.tiers) - 1
 
@@ -66,10 +51,7 @@ def target_rank(ladder: Ladder, metrics: Metrics, current: int | None) -> int:
     rank = first_match(ladder, metrics)
     if current is not None and rank > current:
         tier = ladder.tiers[current]
-        if tier.stay_when is not None and (
-            tier.stay_test(metrics) if tier.stay_test is not None
-            else holds(tier.stay_when, metrics)
-        ):
+        if tier.stay_test is not None and tier.stay_test(metrics):
             return current
     return rank
 

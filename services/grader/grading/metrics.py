@@ -12,11 +12,12 @@ from services.grader.grading.aggregates import (
     NET,
     ORDERS,
     REFERRALS,
+    WINDOWS,
     Aggregates,
     from_units,
+    window_sums,
 )
 
-WINDOWS = (7, 30, 90, 180, 365)
 FOUR_PLACES = Decimal("0.0001")
 
 Value = int | Decimal | None
@@ -39,38 +40,14 @@ def _days_since(day: int | None, today: int) -> int | None:
     return None if day is None else max(today - day, 0)
 
 
-def _window_sums(agg: Aggregates, today: int) -> list[list[int]]:
-    """Per window (WINDOWS order): [net spend, orders, interactions]; plus the 365/90-day
-    referral and complaint counts appended as a sixth row [referrals, complaints_365,
-    complaints_90]."""
-    sums = [[0, 0, 0] for _ in WINDOWS]
-    referrals = complaints_365 = complaints_90 = 0
-    for day, bucket in agg.days.items():
-        age = today - day
-        if age < 0 or age >= 365:
-            continue
-        for index, n in enumerate(WINDOWS):
-            if age < n:
-                row = sums[index]
-                row[0] += bucket[NET]
-                row[1] += bucket[ORDERS]
-                row[2] += bucket[INTERACTIONS]
-        referrals += bucket[REFERRALS]
-        complaints_365 += bucket[COMPLAINTS]
-        if age < 90:
-            complaints_90 += bucket[COMPLAINTS]
-    sums.append([referrals, complaints_365, complaints_90])
-    return sums
-
-
 def compute_metrics(
     agg: Aggregates, today: date, names: Iterable[str] | None = None
 ) -> Metrics:
-    """Metrics of one customer as of `today` (UTC): all of them, or only `names`."""
+    """Metrics of one customer as of `today` (UTC): all of them, or only `names`. O(1)
+    when the aggregates were advanced to `today`; otherwise the sums are recomputed."""
     day = today.toordinal()
     wanted = set(METRIC_NAMES if names is None else names)
-    windowed = any(n.endswith("d") and not n.startswith("days") for n in wanted)
-    sums = _window_sums(agg, day) if windowed else None
+    sums = agg.sums if agg.as_of == day else window_sums(agg.days, day)
     out: Metrics = {}
     for name in METRIC_NAMES:
         if name in wanted:
@@ -78,26 +55,37 @@ def compute_metrics(
     return out
 
 
-def _metric(name: str, agg: Aggregates, today: int, sums: list[list[int]] | None) -> Value:
+def _metric(name: str, agg: Aggregates, today: int, sums: list[list[int]]) -> Value:
     simple = _SIMPLE.get(name)
     if simple is not None:
         return simple(agg, today)
-    assert sums is not None  # noqa: S101 - every windowed name ends in "d"
-    if name == "avg_order_value_365d":
-        orders = sums[4][1]
-        spend = from_units(max(sums[4][0], 0))
-        return (spend / orders).quantize(FOUR_PLACES) if orders else None
-    if name == "referrals_365d":
-        return sums[5][0]
-    if name == "complaints_365d":
-        return sums[5][1]
-    if name == "complaints_90d":
-        return sums[5][2]
-    kind, _, days = name.rpartition("_")
-    row = sums[WINDOWS.index(int(days[:-1]))]
-    if kind == "spend":
-        return from_units(max(row[0], 0))
-    return row[1] if kind == "orders" else row[2]
+    return _WINDOWED[name](sums)
+
+
+def _money(units: int) -> Decimal:
+    return from_units(max(units, 0))
+
+
+def _average(sums: list[list[int]]) -> Value:
+    year = sums[-1]
+    return (_money(year[NET]) / year[ORDERS]).quantize(FOUR_PLACES) if year[ORDERS] else None
+
+
+def _windowed() -> dict[str, Callable[[list[list[int]]], Value]]:
+    getters: dict[str, Callable[[list[list[int]]], Value]] = {}
+    for i, n in enumerate(WINDOWS):
+        getters[f"spend_{n}d"] = lambda s, i=i: _money(s[i][NET])  # type: ignore[misc]
+        getters[f"orders_{n}d"] = lambda s, i=i: s[i][ORDERS]  # type: ignore[misc]
+        getters[f"interactions_{n}d"] = lambda s, i=i: s[i][INTERACTIONS]  # type: ignore[misc]
+    year, quarter = len(WINDOWS) - 1, WINDOWS.index(90)
+    getters["avg_order_value_365d"] = _average
+    getters["referrals_365d"] = lambda s: s[year][REFERRALS]
+    getters["complaints_365d"] = lambda s: s[year][COMPLAINTS]
+    getters["complaints_90d"] = lambda s: s[quarter][COMPLAINTS]
+    return getters
+
+
+_WINDOWED = _windowed()
 
 
 _SIMPLE: dict[str, Callable[[Aggregates, int], Value]] = {

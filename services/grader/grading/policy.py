@@ -23,7 +23,8 @@ from services.grader.grading.metrics import METRIC_NAMES
 from shared.errors import PolicyInvalid
 
 __all__ = [
-    "COMPARE", "All", "AnyOf", "Condition", "Ladder", "Leaf", "Not", "Policy", "Test", "Tier",
+    "COMPARE", "ActivePolicy", "All", "AnyOf", "Condition", "Ladder", "Leaf", "Not", "Policy",
+    "Test", "Tier",
     "compile_condition", "default_policy_document", "metrics_read", "parse_policy",
 ]
 
@@ -259,6 +260,25 @@ def metrics_read(ladder: Ladder) -> tuple[str, ...]:
         walk(tier.when)
         walk(tier.stay_when)
     return tuple(seen)
+
+
+@dataclass(frozen=True)
+class ActivePolicy:
+    """A stored policy version with what grading needs precomputed."""
+
+    version: int
+    policy: Policy
+    document: dict[str, Any]
+    reads: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    all_reads: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_document(cls, version: int, document: dict[str, Any]) -> ActivePolicy:
+        """Parse (validated before it was stored) and index the metrics each ladder reads."""
+        policy = parse_policy(document)
+        reads = {ladder.name: metrics_read(ladder) for ladder in policy.ladders}
+        every = frozenset(name for names in reads.values() for name in names)
+        return cls(version, policy, document, reads, every)
 
 
 def default_policy_document() -> dict[str, Any]:

@@ -1,0 +1,504 @@
+"""The consume loop: the single writer of the customers of the partitions it owns.
+
+Each poll is validated, routed and folded into the owned customers in memory; a
+checkpoint then grades the customers that changed and commits them, their tier changes,
+the applied event ids and the new positions in one transaction. Checkpoints come at once
+when the consumer is caught up (low latency) and gather up to `checkpoint_max_events`
+or `checkpoint_max_ms` while it is behind (throughput). Anything that fails in between
+(a fenced commit, a lost database) throws the memory away: the database and the stored
+positions are the truth, and replay from them rebuilds the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import NoOffsetForPartitionError, OffsetOutOfRangeError
+
+from services.grader import jobs
+from services.grader import repository as repo
+from services.grader.grading.aggregates import FoldError, apply
+from services.grader.grading.customer import (
+    CustomerState,
+    Reason,
+    TierChange,
+    grade_customer,
+    is_due,
+)
+from services.grader.grading.policy import ActivePolicy
+from services.grader.intake import validate
+from services.grader.owned import OwnedCustomers
+from services.grader.policies import PolicyCache
+from services.grader.positions import Positions
+from services.grader.routing import owner_partition
+from services.grader.side_effects import SideEffects
+from services.grader.telemetry import GraderMetrics
+from shared.db.engine import connect
+from shared.events import Event
+from shared.kafka import cluster_id, make_consumer
+from shared.settings import GraderSettings
+
+log = logging.getLogger(__name__)
+POLICY_CHECK_S = 1.0
+PRUNE_EVERY_S = 60.0
+PRUNE_CHUNK = 10_000
+DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The real clock (tests pass another to move time)."""
+    return datetime.now(UTC)
+
+
+@dataclass
+class Pending:
+    """What has been read and folded since the last checkpoint."""
+
+    positions: dict[int, int] = field(default_factory=dict)  # partition -> next offset
+    event_ids: set[str] = field(default_factory=set)  # fresh ids, folded
+    causes: dict[str, tuple[datetime, str]] = field(default_factory=dict)  # latest event
+    swept: set[str] = field(default_factory=set)  # re-graded without an event
+    stamps: list[float] = field(default_factory=list)  # Kafka timestamps (s) of records
+    duplicates: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def __len__(self) -> int:
+        return len(self.stamps)
+
+    @property
+    def dirty(self) -> set[str]:
+        """Customers to grade and write."""
+        return set(self.causes) | self.swept
+
+    def empty(self) -> bool:
+        """Nothing to commit."""
+        return not self.positions and not self.swept
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: Consumer) -> None:
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self.owner.revoke(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        await self.owner.assign(list(assigned))
+
+
+class Consumer:
+    """Consumes `customer-events`; owns the customers of its partitions."""
+
+    def __init__(self, settings: GraderSettings, *, policies: PolicyCache,
+                 metrics: GraderMetrics, clock: Clock = utc_now) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.topic = settings.topic_events
+        self.policies = policies
+        self.metrics = metrics
+        self.owned = OwnedCustomers(settings.state_memory_mb * 1024 * 1024)
+        self.positions = Positions(settings.topic_events)
+        self.pending = Pending()
+        self.lock = asyncio.Lock()  # one of: take, checkpoint, sweep, rebalance
+        self.conn: asyncpg.Connection | None = None
+        self.consumer: AIOKafkaConsumer | None = None
+        self.effects: SideEffects | None = None
+        self.partition_count = settings.events_partitions
+        self.sweeps: dict[int, str] = {}  # partition -> last id swept
+        self.swept_for: tuple[int, int] = (0, 0)  # (policy version, day) sweeps are due for
+        self.last_poll = self.last_commit = self.last_policy_check = time.monotonic()
+        self.last_prune = 0.0
+        self.lag: dict[TopicPartition, int] = {}
+        metrics.progress_age.set_function(self._progress_age)
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def healthy(self, stale_s: float) -> bool:
+        """Polling, and committing whenever there is lag (a stuck consumer is not ready)."""
+        now = time.monotonic()
+        return self.consumer is not None and now - self.last_poll < stale_s \
+            and self._progress_age() < stale_s
+
+    def _progress_age(self) -> float:
+        """Seconds since the last commit while events wait; 0 when caught up."""
+        if sum(self.lag.values()) == 0:
+            return 0.0
+        return time.monotonic() - self.last_commit
+
+    async def run(self, producer: AIOKafkaProducer) -> None:
+        """Consume until cancelled."""
+        self.conn = await connect(self.settings.database_url.get_secret_value())
+        await repo.prepare(self.conn)
+        await self.policies.load(self.conn)
+        self.effects = SideEffects(producer, self.settings)
+        self.consumer = make_consumer(
+            self.settings, group_id=self.settings.consumer_group, client_id="tierflow-grader")
+        self._reset()
+        self.consumer.subscribe([self.topic], listener=_Listener(self))
+        await self.consumer.start()
+        try:
+            while True:
+                await self.step(self.consumer)
+        finally:
+            self._reset()
+            await self.consumer.stop()
+            self.consumer = None
+            await self.conn.close()
+
+    def _reset(self) -> None:
+        self.positions.clear()
+        self.owned.clear()
+        self.pending = Pending()
+        self.sweeps.clear()
+        for tp in list(self.lag):
+            self._forget_lag(tp)
+
+    # --- rebalances ----------------------------------------------------------------------
+
+    async def revoke(self, partitions: list[TopicPartition]) -> None:
+        """Checkpoint what is pending (it is still ours), then drop the partitions' state."""
+        async with self.lock:
+            if not self.pending.empty():
+                try:
+                    await self._checkpoint()
+                except (repo.Fenced, *DB_ERRORS) as exc:
+                    log.warning("checkpoint before revoke failed (%s): replay redoes it", exc)
+                    self._discard_memory()
+            self.positions.revoke(partitions)
+            self.owned.drop_partitions(tp.partition for tp in partitions)
+            for tp in partitions:
+                self.sweeps.pop(tp.partition, None)
+                self._forget_lag(tp)
+
+    async def assign(self, partitions: list[TopicPartition]) -> None:
+        """Position new partitions where their committed state left off."""
+        async with self.lock:
+            await self._seek_stored(partitions)
+            for tp in partitions:
+                self.sweeps[tp.partition] = ""
+        if self.consumer is not None:
+            found = self.consumer.partitions_for_topic(self.topic)
+            if found:
+                self.partition_count = len(found)
+
+    def _forget_lag(self, tp: TopicPartition) -> None:
+        self.lag.pop(tp, None)
+        with contextlib.suppress(KeyError):  # never measured
+            self.metrics.lag.remove(str(tp.partition))
+
+    async def _seek_stored(self, partitions: list[TopicPartition]) -> None:
+        consumer, conn = self.consumer, self.conn
+        if consumer is None or conn is None or not partitions:
+            return
+        cluster = await cluster_id(self.settings)
+        stored = await repo.stored_offsets(
+            conn, self.topic, [tp.partition for tp in partitions], cluster_id=cluster)
+        elsewhere = []
+        for tp in partitions:
+            position, stored_cluster = stored[tp.partition]
+            self.positions.assign(tp, position, cluster)  # the fence, whatever we read next
+            if stored_cluster and cluster and stored_cluster != cluster:
+                elsewhere.append(tp)
+            else:
+                consumer.seek(tp, position)
+        if elsewhere:
+            log.error("the broker cluster is not the one our positions were read on "
+                      "(now %s)", cluster)
+            await self._broker_lost(consumer, elsewhere)
+
+    def _discard_memory(self) -> None:
+        """Forget everything not committed; the caller re-seeks to the stored positions."""
+        self.owned.clear()
+        self.pending = Pending()
+
+    async def _recover(self) -> None:
+        """After a failed commit: memory is the database again, reads restart from it."""
+        self._discard_memory()
+        if self.consumer is not None:
+            await self._seek_stored(list(self.positions.held()))
+
+    # --- the loop ------------------------------------------------------------------------
+
+    async def step(self, consumer: AIOKafkaConsumer) -> None:
+        """One poll, then a checkpoint or a re-grading chunk when it is time."""
+        batch_max = self.settings.batch_max_events
+        try:
+            data = await consumer.getmany(timeout_ms=self.settings.batch_timeout_ms,
+                                          max_records=batch_max)
+        except NoOffsetForPartitionError as exc:
+            # The fetcher asked Kafka for a committed offset before our seek landed.
+            async with self.lock:
+                await self._seek_stored([tp for tp in exc.args if isinstance(tp, TopicPartition)])
+            return
+        except OffsetOutOfRangeError as exc:
+            lost = list(exc.args[0]) if exc.args else list(consumer.assignment())
+            await self._broker_lost(consumer, lost)
+            return
+        self.last_poll = time.monotonic()
+        polled = sum(len(batch) for batch in data.values())
+        try:
+            async with self.lock:
+                await self._check_positions(consumer)
+                held = self.positions.held()
+                records = [r for tp, batch in data.items() if tp in held for r in batch]
+                if records:
+                    await self._take(records)
+                if self._checkpoint_due(caught_up=polled < batch_max):
+                    await self._checkpoint()
+                elif polled < batch_max:
+                    await self._idle_work()
+        except repo.Fenced:
+            self.metrics.fenced.inc()
+            log.warning("checkpoint fenced: another consumer advanced a partition; re-seeking")
+            async with self.lock:
+                await self._recover()
+        except DB_ERRORS as exc:
+            log.error("database error, re-reading from the stored positions: %s", exc)
+            async with self.lock:
+                await self._reconnect()
+
+    async def _reconnect(self) -> None:
+        if self.conn is not None and not self.conn.is_closed():
+            await self.conn.close()
+        self._discard_memory()
+        self.conn = await connect(self.settings.database_url.get_secret_value())
+        await repo.prepare(self.conn)
+        await self._recover()
+
+    def _checkpoint_due(self, *, caught_up: bool) -> bool:
+        pending = self.pending
+        if pending.empty():
+            return False
+        if caught_up:
+            return True
+        age_ms = (time.monotonic() - pending.started) * 1000
+        return len(pending) >= self.settings.checkpoint_max_events \
+            or age_ms >= self.settings.checkpoint_max_ms
+
+    async def _check_positions(self, consumer: AIOKafkaConsumer) -> None:
+        lost = []
+        for tp in set(consumer.assignment()) & self.positions.held():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            position = await consumer.position(tp)
+            if position > highwater:
+                lost.append(tp)
+            self.lag[tp] = max(highwater - position, 0)
+            self.metrics.lag.labels(str(tp.partition)).set(self.lag[tp])
+        if lost:
+            await self._broker_lost(consumer, lost)
+
+    async def _broker_lost(self, consumer: AIOKafkaConsumer,
+                           partitions: list[TopicPartition]) -> None:
+        # The broker does not have what we applied: it was reset (the embedded broker keeps
+        # nothing across a restart), or retention removed it. Read again from its oldest
+        # message; event_id dedupe makes that safe. The stored position stays the fence.
+        for tp in partitions:
+            log.error("partition %s: the broker does not have what stored position %s was "
+                      "read from (it lost its data); re-reading from the beginning", tp,
+                      self.positions.get(tp))
+            self.metrics.broker_resets.inc()
+        await consumer.seek_to_beginning(*partitions)
+
+    # --- taking a poll -------------------------------------------------------------------
+
+    async def _take(self, records: list[ConsumerRecord]) -> None:
+        """Validate, route and fold a poll into the owned customers."""
+        assert self.conn is not None and self.effects is not None  # noqa: S101 - run() set them
+        pending, active = self.pending, self.policies.active
+        fresh: list[tuple[Event, ConsumerRecord]] = []
+        for record in records:
+            pending.positions[record.partition] = record.offset + 1
+            pending.stamps.append(record.timestamp / 1000)
+            event = self._usable(record, active)
+            if event is None:
+                continue
+            if event.event_id in pending.event_ids:
+                pending.duplicates += 1
+            else:
+                fresh.append((event, record))
+        if not fresh:
+            return
+        since = self.clock().date() - timedelta(days=self.settings.dedupe_days)
+        seen = await repo.seen_events(self.conn, [e.event_id for e, _ in fresh], since=since)
+        await self._load([e.customer_id for e, _ in fresh if e.event_id not in seen])
+        for event, record in fresh:
+            if event.event_id in seen or event.event_id in pending.event_ids:
+                pending.duplicates += 1
+                continue
+            self._fold(event, record)
+
+    def _usable(self, record: ConsumerRecord, active: ActivePolicy) -> Event | None:
+        """The record's event if this consumer should fold it; otherwise it is sent on to
+        the DLQ or to the partition that owns its customer."""
+        assert self.effects is not None  # noqa: S101
+        try:
+            event, error = validate(record, currency=active.policy.base_currency,
+                                    max_future_s=float(self.settings.max_future_seconds))
+        except Exception as exc:  # noqa: BLE001 - a poison record must never stall a partition
+            event, error = None, f"unreadable: {type(exc).__name__}: {exc}"
+        if event is None:
+            self.effects.dead_letter(record, error)
+            return None
+        owner = owner_partition(event.customer_id, self.partition_count)
+        if owner != record.partition:
+            self.effects.reroute(record, event.customer_id, owner)
+            return None
+        return event
+
+    async def _load(self, customer_ids: Iterable[str]) -> None:
+        """Bring customers not held yet into memory (new ones start empty)."""
+        assert self.conn is not None  # noqa: S101
+        missing = {cid for cid in customer_ids if cid not in self.owned}
+        if not missing:
+            return
+        stored = await repo.load_customers(self.conn, sorted(missing))
+        for customer_id in missing:
+            found = stored.get(customer_id)
+            state = found.state if found else CustomerState(customer_id)
+            self.owned.put(owner_partition(customer_id, self.partition_count), state)
+        self.metrics.state_loads.labels("stored").inc(len(stored))
+        self.metrics.state_loads.labels("new").inc(len(missing) - len(stored))
+
+    def _fold(self, event: Event, record: ConsumerRecord) -> None:
+        assert self.effects is not None  # noqa: S101
+        pending = self.pending
+        state = self.owned.get(event.customer_id)
+        assert state is not None  # noqa: S101 - _load brought it in
+        try:
+            apply(state.aggregates, event)
+        except FoldError as exc:
+            self.effects.dead_letter(record, str(exc))
+            return
+        pending.event_ids.add(event.event_id)
+        cause = (event.occurred_at, event.event_id)
+        known = pending.causes.get(event.customer_id)
+        if known is None or cause > known:
+            pending.causes[event.customer_id] = cause
+
+    # --- checkpoints ---------------------------------------------------------------------
+
+    async def _checkpoint(self) -> None:
+        """Grade what changed and commit it with the positions, after the DLQ and re-routed
+        messages are acknowledged (so a crash never skips them)."""
+        assert self.conn is not None and self.effects is not None  # noqa: S101
+        started, pending = time.perf_counter(), self.pending
+        await self.effects.flush()
+        active = await self.policies.refresh(self.conn)
+        now = self.clock()
+        changes, regraded = self._grade(active, now)
+        policy_moved = {tc.customer_id for tc in changes
+                        if tc.reason == "policy" and tc.change.kind == "tier.changed"}
+        dirty = pending.dirty
+        checkpoint = repo.Checkpoint(
+            topic=self.topic,
+            advances=self.positions.advances(pending.positions),
+            event_ids=list(pending.event_ids),
+            customers=[(owner_partition(cid, self.partition_count), state)
+                       for cid in sorted(dirty) if (state := self.owned.get(cid)) is not None],
+            changes=changes, now=now, policy_regrades=regraded.get("policy", 0),
+            policy_changed=len(policy_moved), policy_version=active.version,
+        )
+        await repo.write_checkpoint(self.conn, checkpoint)
+        self.positions.committed(checkpoint.advances)
+        self.last_commit = time.monotonic()
+        self._observe(pending, changes, regraded, started)
+        self.pending = Pending()
+        self.owned.resized(dirty)
+        self.metrics.evictions.inc(self.owned.evict())
+        self.metrics.state_customers.set(len(self.owned))
+        self.metrics.state_bytes.set(self.owned.bytes)
+
+    def _grade(self, active: ActivePolicy, now: datetime,
+               ) -> tuple[list[TierChange], dict[str, int]]:
+        pending, today = self.pending, now.date()
+        changes: list[TierChange] = []
+        regraded: dict[str, int] = {}
+        for customer_id in pending.dirty:
+            state = self.owned.get(customer_id)
+            if state is None:
+                continue
+            cause = pending.causes.get(customer_id)
+            if cause is not None:
+                changes += grade_customer(state, active, now=now, today=today, reason="event",
+                                          cause_event_id=cause[1])
+                continue
+            reason: Reason = "policy" if state.policy_version != active.version else "schedule"
+            regraded[reason] = regraded.get(reason, 0) + 1
+            changes += grade_customer(state, active, now=now, today=today, reason=reason)
+        return changes, regraded
+
+    def _observe(self, pending: Pending, changes: list[TierChange],
+                 regraded: dict[str, int], started: float) -> None:
+        m = self.metrics
+        assert self.effects is not None  # noqa: S101
+        dead, rerouted = self.effects.take_counts()
+        m.events.labels("applied").inc(len(pending.event_ids))
+        m.events.labels("duplicate").inc(pending.duplicates)
+        m.events.labels("dlq").inc(dead)
+        m.events.labels("rerouted").inc(rerouted)
+        m.batch_size.observe(len(pending))
+        m.batch_seconds.observe(time.perf_counter() - started)
+        m.observe_end_to_end(pending.stamps, time.time())
+        for reason, count in regraded.items():
+            m.regraded.labels(reason).inc(count)
+        m.count_changes(changes)
+
+    # --- re-grading without events --------------------------------------------------------
+
+    async def _idle_work(self) -> None:
+        """Caught up: re-grade a chunk of due customers, prune old dedupe ids."""
+        assert self.conn is not None  # noqa: S101
+        now = time.monotonic()
+        if now - self.last_policy_check >= POLICY_CHECK_S:
+            self.last_policy_check = now
+            await self.policies.refresh(self.conn)
+        await self._sweep_chunk()
+        if not self.pending.empty():
+            await self._checkpoint()
+        elif now - self.last_prune >= PRUNE_EVERY_S:
+            self.last_prune = now
+            before = self.clock().date() - timedelta(days=self.settings.dedupe_days)
+            pruned = await repo.prune_seen(self.conn, before=before, limit=PRUNE_CHUNK)
+            self.metrics.dedupe_pruned.inc(pruned)
+
+    async def _sweep_chunk(self) -> None:
+        """Re-grade the next chunk of one partition's customers that a newer policy or the
+        passing of a day may move; when every partition is done, close finished jobs."""
+        assert self.conn is not None  # noqa: S101
+        active, today = self.policies.active, self.clock().date()
+        due_for = (active.version, today.toordinal())
+        if due_for != self.swept_for:  # a new policy or a new day: sweep everything again
+            self.swept_for = due_for
+            self.sweeps = {tp.partition: "" for tp in self.positions.held()}
+        finished = False
+        while self.sweeps:
+            partition, after = next(iter(self.sweeps.items()))
+            ids = await repo.due_ids(self.conn, partition, version=active.version, today=today,
+                                     after=after, limit=self.settings.regrade_chunk)
+            if ids:
+                self.sweeps[partition] = ids[-1]
+                await self._load(ids)
+                self._mark_due(ids, version=active.version, today=today)
+                return
+            del self.sweeps[partition]
+            finished = True
+        if finished:
+            await jobs.finish_completed(self.conn, version=active.version)
+
+    def _mark_due(self, ids: list[str], *, version: int, today: date) -> None:
+        for customer_id in ids:
+            state = self.owned.get(customer_id)
+            if state is not None and is_due(state, version=version, today=today):
+                self.pending.swept.add(customer_id)

@@ -1,0 +1,77 @@
+"""The pure step of grading one customer: fold events, slide windows, grade every ladder,
+and describe each tier change as a message (domain objects; the repository stores them)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Literal
+
+from services.grader.grading.aggregates import Aggregates, advance, apply
+from services.grader.grading.evaluate import Change, LadderState, grade
+from services.grader.grading.metrics import Metrics, compute_metrics
+from services.grader.grading.policy import ActivePolicy
+from shared.events import Event
+
+Reason = Literal["event", "schedule", "policy", "override"]
+
+
+@dataclass
+class CustomerState:
+    """Everything held about one customer: figures, where they stand on each ladder, and
+    the policy version and UTC day (ordinal) of their last grading."""
+
+    customer_id: str
+    aggregates: Aggregates = field(default_factory=Aggregates)
+    ladders: dict[str, LadderState] = field(default_factory=dict)
+    policy_version: int = 0
+    graded_on: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TierChange:
+    """A recorded change (or scheduled downgrade) as subscribers will receive it."""
+
+    message_id: str
+    customer_id: str
+    change: Change
+    reason: Reason
+    policy_version: int
+    changed_at: datetime
+    cause_event_id: str | None
+    metrics: Metrics
+
+
+def fold(state: CustomerState, events: Iterable[Event]) -> CustomerState:
+    """Apply events to a customer's figures (see `aggregates.apply`)."""
+    for event in events:
+        apply(state.aggregates, event)
+    return state
+
+
+def is_due(state: CustomerState, *, version: int, today: date) -> bool:
+    """True when a newer policy or the passing of a day may move this customer."""
+    return state.policy_version != version or state.graded_on < today.toordinal()
+
+
+def grade_customer(
+    state: CustomerState, active: ActivePolicy, *, now: datetime, today: date,
+    reason: Reason, cause_event_id: str | None = None,
+) -> list[TierChange]:
+    """Grade a customer on every ladder as of `today`, updating the state in place; the
+    changes it records."""
+    advance(state.aggregates, today.toordinal())
+    # Only what the conditions read: lookups compute the full set when asked.
+    metrics = compute_metrics(state.aggregates, today, active.all_reads)
+    state.ladders, changes = grade(active.policy, metrics, state.ladders, now=now)
+    state.policy_version = active.version
+    state.graded_on = today.toordinal()
+    return [
+        TierChange(
+            str(uuid.uuid4()), state.customer_id, change, reason, active.version, now,
+            cause_event_id, {name: metrics[name] for name in active.reads[change.ladder]},
+        )
+        for change in changes
+    ]

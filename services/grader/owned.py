@@ -1,0 +1,99 @@
+"""The customers of the partitions this consumer owns, held in memory within a budget.
+
+Loaded on first touch, kept in least-recently-used order, evicted (only when clean, i.e.
+checkpointed) once the estimated size passes the budget, and dropped with their partition
+when it is revoked. The estimate is deliberately simple: a base cost plus what grows with
+the customer (day buckets, categories, ladders), calibrated against tracemalloc on CPython
+3.11 (tests/bench/bench_grader.py --memory prints the real RSS next to it).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+
+from services.grader.grading.customer import CustomerState
+
+BASE_BYTES = 1_500
+DAY_BYTES = 200
+CATEGORY_BYTES = 100
+LADDER_BYTES = 350
+
+
+def estimate(state: CustomerState) -> int:
+    """Roughly how many bytes of Python objects a customer's state takes."""
+    agg = state.aggregates
+    return (BASE_BYTES + DAY_BYTES * len(agg.days) + CATEGORY_BYTES * len(agg.categories)
+            + LADDER_BYTES * len(state.ladders))
+
+
+class OwnedCustomers:
+    """Customer states by id, with the partition that owns each."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget_bytes = budget_bytes
+        self.bytes = 0
+        self._states: OrderedDict[str, tuple[int, CustomerState, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def __contains__(self, customer_id: object) -> bool:
+        return customer_id in self._states
+
+    def get(self, customer_id: str) -> CustomerState | None:
+        """A held customer, marked as just used."""
+        found = self._states.get(customer_id)
+        if found is None:
+            return None
+        self._states.move_to_end(customer_id)
+        return found[1]
+
+    def put(self, partition: int, state: CustomerState) -> None:
+        """Hold a customer (new, or loaded from the database)."""
+        self.discard(state.customer_id)
+        size = estimate(state)
+        self._states[state.customer_id] = (partition, state, size)
+        self.bytes += size
+
+    def discard(self, customer_id: str) -> None:
+        """Forget one customer."""
+        old = self._states.pop(customer_id, None)
+        if old is not None:
+            self.bytes -= old[2]
+
+    def resized(self, customer_ids: Iterable[str]) -> None:
+        """Re-estimate customers whose state grew or shrank (after a checkpoint)."""
+        for customer_id in customer_ids:
+            found = self._states.get(customer_id)
+            if found is not None:
+                partition, state, size = found
+                new = estimate(state)
+                self._states[customer_id] = (partition, state, new)
+                self.bytes += new - size
+
+    def drop_partitions(self, partitions: Iterable[int]) -> int:
+        """Forget every customer of these partitions; how many were dropped."""
+        gone = set(partitions)
+        ids = [cid for cid, (p, _, _) in self._states.items() if p in gone]
+        for customer_id in ids:
+            self.discard(customer_id)
+        return len(ids)
+
+    def clear(self) -> None:
+        """Forget everything (the database is the truth again)."""
+        self._states.clear()
+        self.bytes = 0
+
+    def evict(self, keep: Iterable[str] = ()) -> int:
+        """Drop least recently used customers until within the budget, never those in
+        `keep` (not checkpointed yet); how many went."""
+        pinned = set(keep)
+        evicted = 0
+        for customer_id in list(self._states):
+            if self.bytes <= self.budget_bytes:
+                break
+            if customer_id not in pinned:
+                self.discard(customer_id)
+                evicted += 1
+        return evicted
