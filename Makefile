@@ -36,7 +36,7 @@ lint: $(STAMP) ## ruff and mypy (strict)
 	$(BIN)/mypy
 
 bench: $(STAMP) ## Grader throughput and latency benchmark (prints numbers)
-	$(BIN)/python tests/bench/bench_grader.py
+	$(BIN)/python -m tests.bench.bench_grader
 
 clean: ## Remove .venv, caches and build output (keeps .tierflow data)
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

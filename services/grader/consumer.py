@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
@@ -26,14 +26,9 @@ from aiokafka.errors import NoOffsetForPartitionError, OffsetOutOfRangeError
 
 from services.grader import jobs
 from services.grader import repository as repo
+from services.grader.checkpoints import Graded, Pending, Writer, grade_pending
 from services.grader.grading.aggregates import FoldError, apply
-from services.grader.grading.customer import (
-    CustomerState,
-    Reason,
-    TierChange,
-    grade_customer,
-    is_due,
-)
+from services.grader.grading.customer import CustomerState, is_due
 from services.grader.grading.policy import ActivePolicy
 from services.grader.intake import validate
 from services.grader.owned import OwnedCustomers
@@ -58,31 +53,6 @@ Clock = Callable[[], datetime]
 def utc_now() -> datetime:
     """The real clock (tests pass another to move time)."""
     return datetime.now(UTC)
-
-
-@dataclass
-class Pending:
-    """What has been read and folded since the last checkpoint."""
-
-    positions: dict[int, int] = field(default_factory=dict)  # partition -> next offset
-    event_ids: set[str] = field(default_factory=set)  # fresh ids, folded
-    causes: dict[str, tuple[datetime, str]] = field(default_factory=dict)  # latest event
-    swept: set[str] = field(default_factory=set)  # re-graded without an event
-    stamps: list[float] = field(default_factory=list)  # Kafka timestamps (s) of records
-    duplicates: int = 0
-    started: float = field(default_factory=time.monotonic)
-
-    def __len__(self) -> int:
-        return len(self.stamps)
-
-    @property
-    def dirty(self) -> set[str]:
-        """Customers to grade and write."""
-        return set(self.causes) | self.swept
-
-    def empty(self) -> bool:
-        """Nothing to commit."""
-        return not self.positions and not self.swept
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -110,7 +80,8 @@ class Consumer:
         self.positions = Positions(settings.topic_events)
         self.pending = Pending()
         self.lock = asyncio.Lock()  # one of: take, checkpoint, sweep, rebalance
-        self.conn: asyncpg.Connection | None = None
+        self.conn: asyncpg.Connection | None = None  # reads; the writer has its own
+        self.writer = Writer(settings.database_url.get_secret_value())
         self.consumer: AIOKafkaConsumer | None = None
         self.effects: SideEffects | None = None
         self.partition_count = settings.events_partitions
@@ -137,8 +108,12 @@ class Consumer:
 
     async def run(self, producer: AIOKafkaProducer) -> None:
         """Consume until cancelled."""
+        # Customer states are long-lived: a full collection over them every few thousand
+        # allocations would cost more than the grading does.
+        gc.freeze()
+        gc.set_threshold(100_000, 50, 100)
         self.conn = await connect(self.settings.database_url.get_secret_value())
-        await repo.prepare(self.conn)
+        await self.writer.open()
         await self.policies.load(self.conn)
         self.effects = SideEffects(producer, self.settings)
         self.consumer = make_consumer(
@@ -150,6 +125,7 @@ class Consumer:
             while True:
                 await self.step(self.consumer)
         finally:
+            await self.writer.close()
             self._reset()
             await self.consumer.stop()
             self.consumer = None
@@ -168,12 +144,13 @@ class Consumer:
     async def revoke(self, partitions: list[TopicPartition]) -> None:
         """Checkpoint what is pending (it is still ours), then drop the partitions' state."""
         async with self.lock:
-            if not self.pending.empty():
-                try:
+            try:
+                if not self.pending.empty():
                     await self._checkpoint()
-                except (repo.Fenced, *DB_ERRORS) as exc:
-                    log.warning("checkpoint before revoke failed (%s): replay redoes it", exc)
-                    self._discard_memory()
+                await self._settle()
+            except (repo.Fenced, *DB_ERRORS) as exc:
+                log.warning("checkpoint before revoke failed (%s): replay redoes it", exc)
+                self._discard_memory()
             self.positions.revoke(partitions)
             self.owned.drop_partitions(tp.partition for tp in partitions)
             for tp in partitions:
@@ -223,6 +200,8 @@ class Consumer:
 
     async def _recover(self) -> None:
         """After a failed commit: memory is the database again, reads restart from it."""
+        with contextlib.suppress(repo.Fenced, *DB_ERRORS):
+            await self.writer.wait()  # whatever it was, it is over
         self._discard_memory()
         if self.consumer is not None:
             await self._seek_stored(list(self.positions.held()))
@@ -272,7 +251,7 @@ class Consumer:
             await self.conn.close()
         self._discard_memory()
         self.conn = await connect(self.settings.database_url.get_secret_value())
-        await repo.prepare(self.conn)
+        await self.writer.open()
         await self._recover()
 
     def _checkpoint_due(self, *, caught_up: bool) -> bool:
@@ -324,7 +303,7 @@ class Consumer:
             event = self._usable(record, active)
             if event is None:
                 continue
-            if event.event_id in pending.event_ids:
+            if event.event_id in pending.event_ids or event.event_id in self.writer.inflight_ids:
                 pending.duplicates += 1
             else:
                 fresh.append((event, record))
@@ -390,59 +369,42 @@ class Consumer:
     # --- checkpoints ---------------------------------------------------------------------
 
     async def _checkpoint(self) -> None:
-        """Grade what changed and commit it with the positions, after the DLQ and re-routed
-        messages are acknowledged (so a crash never skips them)."""
+        """Grade what changed and hand it to the writer, after the DLQ and re-routed
+        messages are acknowledged (so a crash never skips them). Positions move on at
+        once: the next checkpoint starts where this one ends, and if this one fails,
+        everything after the stored positions is thrown away and read again."""
         assert self.conn is not None and self.effects is not None  # noqa: S101
-        started, pending = time.perf_counter(), self.pending
+        started = time.perf_counter()
         await self.effects.flush()
         active = await self.policies.refresh(self.conn)
-        now = self.clock()
-        changes, regraded = self._grade(active, now)
-        policy_moved = {tc.customer_id for tc in changes
-                        if tc.reason == "policy" and tc.change.kind == "tier.changed"}
-        dirty = pending.dirty
-        checkpoint = repo.Checkpoint(
-            topic=self.topic,
-            advances=self.positions.advances(pending.positions),
-            event_ids=list(pending.event_ids),
-            customers=[(owner_partition(cid, self.partition_count), state)
-                       for cid in sorted(dirty) if (state := self.owned.get(cid)) is not None],
-            changes=changes, now=now, policy_regrades=regraded.get("policy", 0),
-            policy_changed=len(policy_moved), policy_version=active.version,
-        )
-        await repo.write_checkpoint(self.conn, checkpoint)
-        self.positions.committed(checkpoint.advances)
-        self.last_commit = time.monotonic()
-        self._observe(pending, changes, regraded, started)
+        graded = grade_pending(
+            self.pending, self.owned, active, now=self.clock(), topic=self.topic,
+            advances=self.positions.advances(self.pending.positions),
+            partition_of=lambda cid: owner_partition(cid, self.partition_count))
+        self.positions.committed(graded.checkpoint.advances)
         self.pending = Pending()
-        self.owned.resized(dirty)
-        self.metrics.evictions.inc(self.owned.evict())
+        await self.writer.wait()  # the one before is durable: its customers may go
+        self._evict(keep=graded.customer_ids)
+        await self.writer.launch(graded, lambda done: self._committed(done, started))
+
+    async def _settle(self) -> None:
+        """Until everything handed to the writer is durable."""
+        await self.writer.wait()
+        self._evict(keep=())
+
+    def _evict(self, keep: Iterable[str]) -> None:
+        """Stay within the memory budget; never evict what is not written yet."""
+        evicted = self.owned.evict(keep=self.pending.dirty | set(keep))
+        self.metrics.evictions.inc(evicted)
         self.metrics.state_customers.set(len(self.owned))
         self.metrics.state_bytes.set(self.owned.bytes)
 
-    def _grade(self, active: ActivePolicy, now: datetime,
-               ) -> tuple[list[TierChange], dict[str, int]]:
-        pending, today = self.pending, now.date()
-        changes: list[TierChange] = []
-        regraded: dict[str, int] = {}
-        for customer_id in pending.dirty:
-            state = self.owned.get(customer_id)
-            if state is None:
-                continue
-            cause = pending.causes.get(customer_id)
-            if cause is not None:
-                changes += grade_customer(state, active, now=now, today=today, reason="event",
-                                          cause_event_id=cause[1])
-                continue
-            reason: Reason = "policy" if state.policy_version != active.version else "schedule"
-            regraded[reason] = regraded.get(reason, 0) + 1
-            changes += grade_customer(state, active, now=now, today=today, reason=reason)
-        return changes, regraded
-
-    def _observe(self, pending: Pending, changes: list[TierChange],
-                 regraded: dict[str, int], started: float) -> None:
-        m = self.metrics
+    def _committed(self, graded: Graded, started: float) -> None:
+        """A checkpoint is durable: count it."""
+        self.last_commit = time.monotonic()
+        self.owned.resized(graded.customer_ids)
         assert self.effects is not None  # noqa: S101
+        pending, m = graded.pending, self.metrics
         dead, rerouted = self.effects.take_counts()
         m.events.labels("applied").inc(len(pending.event_ids))
         m.events.labels("duplicate").inc(pending.duplicates)
@@ -451,15 +413,16 @@ class Consumer:
         m.batch_size.observe(len(pending))
         m.batch_seconds.observe(time.perf_counter() - started)
         m.observe_end_to_end(pending.stamps, time.time())
-        for reason, count in regraded.items():
+        for reason, count in graded.regraded.items():
             m.regraded.labels(reason).inc(count)
-        m.count_changes(changes)
+        m.count_changes(graded.changes)
 
     # --- re-grading without events --------------------------------------------------------
 
     async def _idle_work(self) -> None:
         """Caught up: re-grade a chunk of due customers, prune old dedupe ids."""
         assert self.conn is not None  # noqa: S101
+        await self._settle()
         now = time.monotonic()
         if now - self.last_policy_check >= POLICY_CHECK_S:
             self.last_policy_check = now
@@ -495,6 +458,7 @@ class Consumer:
             del self.sweeps[partition]
             finished = True
         if finished:
+            await self._settle()  # the last chunk's customers are written
             await jobs.finish_completed(self.conn, version=active.version)
 
     def _mark_due(self, ids: list[str], *, version: int, today: date) -> None:

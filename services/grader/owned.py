@@ -87,13 +87,18 @@ class OwnedCustomers:
 
     def evict(self, keep: Iterable[str] = ()) -> int:
         """Drop least recently used customers until within the budget, never those in
-        `keep` (not checkpointed yet); how many went."""
+        `keep` (not written yet); how many went."""
+        if self.bytes <= self.budget_bytes:
+            return 0
         pinned = set(keep)
-        evicted = 0
-        for customer_id in list(self._states):
-            if self.bytes <= self.budget_bytes:
-                break
-            if customer_id not in pinned:
-                self.discard(customer_id)
-                evicted += 1
+        evicted = skipped = 0
+        states = self._states
+        while self.bytes > self.budget_bytes and skipped < len(states):
+            customer_id = next(iter(states))
+            if customer_id in pinned:
+                states.move_to_end(customer_id)  # recently used anyway
+                skipped += 1
+                continue
+            self.discard(customer_id)
+            evicted += 1
         return evicted

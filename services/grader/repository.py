@@ -63,17 +63,34 @@ class StoredCustomer:
 
 @dataclass
 class Checkpoint:
-    """Everything one commit makes durable, together."""
+    """Everything one commit makes durable, together, already in its stored form (a
+    checkpoint is written while its consumer goes on changing the states in memory)."""
 
     topic: str
     advances: Sequence[OffsetAdvance]
-    event_ids: Sequence[str]
-    customers: Sequence[tuple[int, CustomerState]]  # (owning partition, state)
-    changes: Sequence[TierChange]
-    now: datetime
+    event_ids: list[str]
+    customer_rows: list[tuple[Any, ...]]
+    outbox_rows: list[tuple[Any, ...]]
+    seen_on: date
     policy_regrades: int = 0  # customers re-graded for a new policy (job progress)
     policy_changed: int = 0
     policy_version: int = 0
+
+    @classmethod
+    def build(
+        cls, *, topic: str, advances: Sequence[OffsetAdvance], event_ids: Iterable[str],
+        customers: Iterable[tuple[int, CustomerState]], changes: Sequence[TierChange],
+        now: datetime, policy_regrades: int = 0, policy_changed: int = 0,
+        policy_version: int = 0,
+    ) -> Checkpoint:
+        """Encode the states (partition, state) and the change messages now."""
+        rows = [(state.customer_id, partition, encode_state(state), tier_labels(state),
+                 state.policy_version, date.fromordinal(state.graded_on), now)
+                for partition, state in customers]
+        outbox = [(tc.message_id, tc.customer_id, tc.change.ladder, tc.change.sequence,
+                   tc.change.kind, orjson.dumps(message(tc)).decode()) for tc in changes]
+        return cls(topic, advances, sorted(event_ids), rows, outbox, now.date(),
+                   policy_regrades, policy_changed, policy_version)
 
 
 # --- the storage format ------------------------------------------------------------------
@@ -230,30 +247,18 @@ async def write_checkpoint(conn: asyncpg.Connection, cp: Checkpoint) -> None:
         if cp.advances:
             await _advance(conn, cp.topic, cp.advances)
         if cp.event_ids:
-            await conn.execute(CLAIM, sorted(cp.event_ids), cp.now.date())
-        if cp.customers:
+            await conn.execute(CLAIM, cp.event_ids, cp.seen_on)
+        if cp.customer_rows:
             await conn.copy_records_to_table(
-                "customers_stage", columns=STAGE_COLUMNS, records=_customer_rows(cp))
+                "customers_stage", columns=STAGE_COLUMNS, records=cp.customer_rows)
             await conn.execute(MERGE)
-        if cp.changes:
+        if cp.outbox_rows:
             await conn.copy_records_to_table(
-                "tier_changes", columns=OUTBOX_COLUMNS, records=_outbox_rows(cp.changes))
+                "tier_changes", columns=OUTBOX_COLUMNS, records=cp.outbox_rows)
             await conn.execute("NOTIFY tierflow_outbox")
         if cp.policy_regrades:
             await jobs.progress(conn, done=cp.policy_regrades, changed=cp.policy_changed,
                                 version=cp.policy_version)
-
-
-def _customer_rows(cp: Checkpoint) -> Iterable[tuple[Any, ...]]:
-    for partition, state in cp.customers:
-        yield (state.customer_id, partition, encode_state(state), tier_labels(state),
-               state.policy_version, date.fromordinal(state.graded_on), cp.now)
-
-
-def _outbox_rows(changes: Sequence[TierChange]) -> Iterable[tuple[Any, ...]]:
-    for tc in changes:
-        yield (tc.message_id, tc.customer_id, tc.change.ladder, tc.change.sequence,
-               tc.change.kind, orjson.dumps(message(tc)).decode())
 
 
 async def _advance(conn: asyncpg.Connection, topic: str,

@@ -1,0 +1,140 @@
+"""Checkpoints: grade what a consumer changed since the last one, and commit it.
+
+`Pending` is what the consumer read and folded since the last checkpoint. `grade_pending`
+turns it into a `Checkpoint` (states encoded, messages built) while the states are still
+consistent; the `Writer` then commits it on its own connection while the consumer goes
+on reading and folding the next poll (one checkpoint in flight at a time): the Python work
+of the next checkpoint overlaps the database work of this one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import asyncpg
+
+from services.grader import repository as repo
+from services.grader.grading.customer import Reason, TierChange, grade_customer
+from services.grader.grading.policy import ActivePolicy
+from services.grader.owned import OwnedCustomers
+from shared.db.engine import connect
+
+
+@dataclass
+class Pending:
+    """What has been read and folded since the last checkpoint."""
+
+    positions: dict[int, int] = field(default_factory=dict)  # partition -> next offset
+    event_ids: set[str] = field(default_factory=set)  # fresh ids, folded
+    causes: dict[str, tuple[datetime, str]] = field(default_factory=dict)  # latest event
+    swept: set[str] = field(default_factory=set)  # re-graded without an event
+    stamps: list[float] = field(default_factory=list)  # Kafka timestamps (s) of records
+    duplicates: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def __len__(self) -> int:
+        return len(self.stamps)
+
+    @property
+    def dirty(self) -> set[str]:
+        """Customers to grade and write."""
+        return set(self.causes) | self.swept
+
+    def empty(self) -> bool:
+        """Nothing to commit."""
+        return not self.positions and not self.swept
+
+
+@dataclass
+class Graded:
+    """A pending checkpoint, graded: what to write and what it did."""
+
+    checkpoint: repo.Checkpoint
+    pending: Pending
+    changes: list[TierChange]
+    regraded: dict[str, int]
+    customer_ids: set[str]
+
+
+def grade_pending(
+    pending: Pending, owned: OwnedCustomers, active: ActivePolicy, *, now: datetime,
+    topic: str, advances: list[repo.OffsetAdvance], partition_of: Callable[[str], int],
+) -> Graded:
+    """Grade every customer the pending work touched and encode the checkpoint."""
+    today = now.date()
+    changes: list[TierChange] = []
+    regraded: dict[str, int] = {}
+    states = []
+    for customer_id in sorted(pending.dirty):
+        state = owned.get(customer_id)
+        if state is None:
+            continue
+        cause = pending.causes.get(customer_id)
+        reason: Reason = "event"
+        if cause is None:
+            reason = "policy" if state.policy_version != active.version else "schedule"
+            regraded[reason] = regraded.get(reason, 0) + 1
+        changes += grade_customer(state, active, now=now, today=today, reason=reason,
+                                  cause_event_id=cause[1] if cause else None)
+        states.append((partition_of(customer_id), state))
+    moved = {tc.customer_id for tc in changes
+             if tc.reason == "policy" and tc.change.kind == "tier.changed"}
+    checkpoint = repo.Checkpoint.build(
+        topic=topic, advances=advances, event_ids=pending.event_ids, customers=states,
+        changes=changes, now=now, policy_regrades=regraded.get("policy", 0),
+        policy_changed=len(moved), policy_version=active.version)
+    return Graded(checkpoint, pending, changes, regraded, {s.customer_id for _, s in states})
+
+
+class Writer:
+    """Commits checkpoints on a connection of its own, one at a time."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self.conn: asyncpg.Connection | None = None
+        self.inflight: asyncio.Task[None] | None = None
+        self.inflight_ids: set[str] = set()  # event ids of the checkpoint in flight
+
+    async def open(self) -> None:
+        """Connect (again) and prepare the staging table."""
+        await self.close()
+        self.conn = await connect(self.database_url)
+        await repo.prepare(self.conn)
+
+    async def close(self) -> None:
+        """Forget what is in flight and disconnect."""
+        if self.inflight is not None:
+            self.inflight.cancel()
+            await asyncio.gather(self.inflight, return_exceptions=True)
+        self.inflight, self.inflight_ids = None, set()
+        if self.conn is not None and not self.conn.is_closed():
+            await self.conn.close()
+        self.conn = None
+
+    async def wait(self) -> None:
+        """Until the checkpoint in flight is durable; raises what its commit raised."""
+        task, self.inflight = self.inflight, None
+        try:
+            if task is not None:
+                await task
+        finally:
+            self.inflight_ids = set()
+
+    async def launch(self, graded: Graded, committed: Callable[[Graded], None]) -> None:
+        """Start committing `graded` (after the one in flight); `committed` runs once it
+        is durable."""
+        await self.wait()
+        assert self.conn is not None  # noqa: S101 - open() first
+        self.inflight_ids = graded.pending.event_ids
+        self.inflight = asyncio.create_task(self._write(self.conn, graded, committed))
+
+    @staticmethod
+    async def _write(conn: asyncpg.Connection, graded: Graded,
+                     committed: Callable[[Graded], None]) -> None:
+        await repo.write_checkpoint(conn, graded.checkpoint)
+        committed(graded)
+
