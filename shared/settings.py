@@ -104,8 +104,8 @@ class GraderSettings(CommonSettings):
     batch_max_events: int = Field(default=5000, ge=1)
     batch_timeout_ms: int = Field(default=20, ge=1)
     # While behind, a checkpoint gathers up to this many events or this many ms.
-    checkpoint_max_events: int = Field(default=50_000, ge=1)
-    checkpoint_max_ms: int = Field(default=500, ge=1)
+    checkpoint_max_events: int = Field(default=100_000, ge=1)
+    checkpoint_max_ms: int = Field(default=2_000, ge=1)
     # Memory for customer state held by one consumer process (estimated; see docs).
     state_memory_mb: int = Field(default=512, ge=1)
     dedupe_days: int = Field(default=30, ge=1, le=3650)

@@ -18,7 +18,7 @@ from services.grader.api.deps import Grader
 from services.grader.consumer import Clock, Consumer, utc_now
 from services.grader.policies import PolicyCache
 from services.grader.telemetry import GraderMetrics
-from shared.db.engine import make_engine, raw
+from shared.db.engine import KEYED_LOOKUPS, make_engine, raw
 from shared.http import ApiKeys, health_router, install_problem_handlers
 from shared.kafka import ensure_topics, make_producer
 from shared.settings import GraderSettings
@@ -103,7 +103,8 @@ def create_app(settings: GraderSettings, *, clock: Clock = utc_now) -> FastAPI:
     metrics = GraderMetrics()
     serves_api = settings.grader_role in ("all", "api")
     pool = settings.db_pool_size if serves_api else 1
-    engine = make_engine(settings.database_url.get_secret_value(), pool_size=pool)
+    engine = make_engine(settings.database_url.get_secret_value(), pool_size=pool,
+                         settings=KEYED_LOOKUPS)
     policies = PolicyCache()
     grader = Grader(settings, engine, policies, metrics, serves_api)
     consumer = (Consumer(settings, policies=policies, metrics=metrics, clock=clock)

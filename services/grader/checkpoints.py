@@ -30,6 +30,7 @@ class Pending:
 
     positions: dict[int, int] = field(default_factory=dict)  # partition -> next offset
     event_ids: set[str] = field(default_factory=set)  # fresh ids, folded
+    renewed: set[str] = field(default_factory=set)  # of those, seen before the window
     causes: dict[str, tuple[datetime, str]] = field(default_factory=dict)  # latest event
     swept: set[str] = field(default_factory=set)  # re-graded without an event
     stamps: list[float] = field(default_factory=list)  # Kafka timestamps (s) of records
@@ -84,7 +85,8 @@ def grade_pending(
     moved = {tc.customer_id for tc in changes
              if tc.reason == "policy" and tc.change.kind == "tier.changed"}
     checkpoint = repo.Checkpoint.build(
-        topic=topic, advances=advances, event_ids=pending.event_ids, customers=states,
+        topic=topic, advances=advances, event_ids=pending.event_ids,
+        renewed=pending.renewed, customers=states,
         changes=changes, now=now, policy_regrades=regraded.get("policy", 0),
         policy_changed=len(moved), policy_version=active.version)
     return Graded(checkpoint, pending, changes, regraded, {s.customer_id for _, s in states})

@@ -37,7 +37,7 @@ from services.grader.positions import Positions
 from services.grader.routing import owner_partition
 from services.grader.side_effects import SideEffects
 from services.grader.telemetry import GraderMetrics
-from shared.db.engine import connect
+from shared.db.engine import KEYED_LOOKUPS, connect
 from shared.events import Event
 from shared.kafka import cluster_id, make_consumer
 from shared.settings import GraderSettings
@@ -112,7 +112,7 @@ class Consumer:
         # allocations would cost more than the grading does.
         gc.freeze()
         gc.set_threshold(100_000, 50, 100)
-        self.conn = await connect(self.settings.database_url.get_secret_value())
+        self.conn = await self._connect()
         await self.writer.open()
         await self.policies.load(self.conn)
         self.effects = SideEffects(producer, self.settings)
@@ -232,9 +232,10 @@ class Consumer:
                 records = [r for tp, batch in data.items() if tp in held for r in batch]
                 if records:
                     await self._take(records)
-                if self._checkpoint_due(caught_up=polled < batch_max):
+                caught_up = polled < batch_max and sum(self.lag.values()) < batch_max
+                if self._checkpoint_due(caught_up=caught_up):
                     await self._checkpoint()
-                elif polled < batch_max:
+                elif caught_up:
                     await self._idle_work()
         except repo.Fenced:
             self.metrics.fenced.inc()
@@ -246,11 +247,16 @@ class Consumer:
             async with self.lock:
                 await self._reconnect()
 
+    async def _connect(self) -> asyncpg.Connection:
+        """The read connection (the writer has its own)."""
+        return await connect(self.settings.database_url.get_secret_value(),
+                             settings=KEYED_LOOKUPS)
+
     async def _reconnect(self) -> None:
         if self.conn is not None and not self.conn.is_closed():
             await self.conn.close()
         self._discard_memory()
-        self.conn = await connect(self.settings.database_url.get_secret_value())
+        self.conn = await self._connect()
         await self.writer.open()
         await self._recover()
 
@@ -311,12 +317,13 @@ class Consumer:
             return
         since = self.clock().date() - timedelta(days=self.settings.dedupe_days)
         seen = await repo.seen_events(self.conn, [e.event_id for e, _ in fresh], since=since)
-        await self._load([e.customer_id for e, _ in fresh if e.event_id not in seen])
+        await self._load([e.customer_id for e, _ in fresh if e.event_id not in seen.within])
         for event, record in fresh:
-            if event.event_id in seen or event.event_id in pending.event_ids:
+            if event.event_id in seen.within or event.event_id in pending.event_ids:
                 pending.duplicates += 1
                 continue
-            self._fold(event, record)
+            if self._fold(event, record) and event.event_id in seen.expired:
+                pending.renewed.add(event.event_id)
 
     def _usable(self, record: ConsumerRecord, active: ActivePolicy) -> Event | None:
         """The record's event if this consumer should fold it; otherwise it is sent on to
@@ -350,7 +357,7 @@ class Consumer:
         self.metrics.state_loads.labels("stored").inc(len(stored))
         self.metrics.state_loads.labels("new").inc(len(missing) - len(stored))
 
-    def _fold(self, event: Event, record: ConsumerRecord) -> None:
+    def _fold(self, event: Event, record: ConsumerRecord) -> bool:
         assert self.effects is not None  # noqa: S101
         pending = self.pending
         state = self.owned.get(event.customer_id)
@@ -359,12 +366,13 @@ class Consumer:
             apply(state.aggregates, event)
         except FoldError as exc:
             self.effects.dead_letter(record, str(exc))
-            return
+            return False
         pending.event_ids.add(event.event_id)
         cause = (event.occurred_at, event.event_id)
         known = pending.causes.get(event.customer_id)
         if known is None or cause > known:
             pending.causes[event.customer_id] = cause
+        return True
 
     # --- checkpoints ---------------------------------------------------------------------
 

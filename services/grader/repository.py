@@ -13,9 +13,11 @@ the same transaction.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from hashlib import blake2b
 from typing import Any
 
 import asyncpg
@@ -68,7 +70,8 @@ class Checkpoint:
 
     topic: str
     advances: Sequence[OffsetAdvance]
-    event_ids: list[str]
+    event_rows: list[tuple[uuid.UUID, date]]  # new ids
+    renewed: list[uuid.UUID]  # ids seen again after the window
     customer_rows: list[tuple[Any, ...]]
     outbox_rows: list[tuple[Any, ...]]
     seen_on: date
@@ -79,7 +82,8 @@ class Checkpoint:
     @classmethod
     def build(
         cls, *, topic: str, advances: Sequence[OffsetAdvance], event_ids: Iterable[str],
-        customers: Iterable[tuple[int, CustomerState]], changes: Sequence[TierChange],
+        renewed: Iterable[str], customers: Iterable[tuple[int, CustomerState]],
+        changes: Sequence[TierChange],
         now: datetime, policy_regrades: int = 0, policy_changed: int = 0,
         policy_version: int = 0,
     ) -> Checkpoint:
@@ -89,8 +93,11 @@ class Checkpoint:
                 for partition, state in customers]
         outbox = [(tc.message_id, tc.customer_id, tc.change.ladder, tc.change.sequence,
                    tc.change.kind, orjson.dumps(message(tc)).decode()) for tc in changes]
-        return cls(topic, advances, sorted(event_ids), rows, outbox, now.date(),
-                   policy_regrades, policy_changed, policy_version)
+        today = now.date()
+        again = set(renewed)
+        fresh = sorted((event_hash(i), today) for i in event_ids if i not in again)
+        return cls(topic, advances, fresh, sorted(event_hash(i) for i in again), rows, outbox,
+                   today, policy_regrades, policy_changed, policy_version)
 
 
 # --- the storage format ------------------------------------------------------------------
@@ -182,14 +189,10 @@ LOAD = """
 SELECT customer_id, state, policy_version, graded_on, updated_at FROM customers
 WHERE customer_id = ANY($1::text[])
 """
-SEEN = """
-SELECT event_id FROM processed_events WHERE event_id = ANY($1::text[]) AND seen_on >= $2
-"""
-# An id seen before the window (not pruned yet) counts as new again: it is first seen now.
-CLAIM = """
-INSERT INTO processed_events (event_id, seen_on) SELECT unnest($1::text[]), $2
-ON CONFLICT (event_id) DO UPDATE SET seen_on = EXCLUDED.seen_on
-"""
+# Run on a connection with KEYED_LOOKUPS (shared/db/engine.py), or it scans the table.
+SEEN = "SELECT event_hash, seen_on FROM processed_events WHERE event_hash = ANY($1::uuid[])"
+# An id seen before the window (not pruned yet) counts as new again: first seen now.
+RENEW = "UPDATE processed_events SET seen_on = $2 WHERE event_hash = ANY($1::uuid[])"
 PRUNE = """
 DELETE FROM processed_events WHERE ctid = ANY(ARRAY(
   SELECT ctid FROM processed_events WHERE seen_on < $1 LIMIT $2))
@@ -218,11 +221,30 @@ async def load_customers(conn: asyncpg.Connection, ids: Sequence[str],
     return {r[0]: StoredCustomer(decode_state(r[0], r[1], r[2], r[3]), r[4]) for r in rows}
 
 
-async def seen_events(conn: asyncpg.Connection, ids: Sequence[str], *, since: date) -> set[str]:
-    """The ids among `ids` first seen on `since` or later (inside the dedupe window)."""
+def event_hash(event_id: str) -> uuid.UUID:
+    """The 128-bit key an event id is remembered by."""
+    return uuid.UUID(bytes=blake2b(event_id.encode(), digest_size=16).digest())
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What the dedupe table knows of some event ids."""
+
+    within: set[str]  # first seen inside the window: repeats
+    expired: set[str]  # first seen before it (not pruned yet): new again
+
+
+async def seen_events(conn: asyncpg.Connection, ids: Sequence[str], *, since: date) -> Seen:
+    """Which of `ids` were applied before, inside the window (first seen on `since` or
+    later) or before it."""
     if not ids:
-        return set()
-    return {r[0] for r in await conn.fetch(SEEN, list(ids), since)}
+        return Seen(set(), set())
+    by_hash = {event_hash(i): i for i in ids}
+    within: set[str] = set()
+    expired: set[str] = set()
+    for key, seen_on in await conn.fetch(SEEN, list(by_hash)):
+        (within if seen_on >= since else expired).add(by_hash[key])
+    return Seen(within, expired)
 
 
 async def prune_seen(conn: asyncpg.Connection, *, before: date, limit: int) -> int:
@@ -246,8 +268,14 @@ async def write_checkpoint(conn: asyncpg.Connection, cp: Checkpoint) -> None:
     async with conn.transaction():
         if cp.advances:
             await _advance(conn, cp.topic, cp.advances)
-        if cp.event_ids:
-            await conn.execute(CLAIM, cp.event_ids, cp.seen_on)
+        # Plain COPY: only the owner of a customer's partition applies its events, and it
+        # looked the ids up first. (An id reused for a customer on another partition
+        # fails the commit; the retry then finds it applied, so the first one wins.)
+        if cp.event_rows:
+            await conn.copy_records_to_table(
+                "processed_events", columns=("event_hash", "seen_on"), records=cp.event_rows)
+        if cp.renewed:
+            await conn.execute(RENEW, cp.renewed, cp.seen_on)
         if cp.customer_rows:
             await conn.copy_records_to_table(
                 "customers_stage", columns=STAGE_COLUMNS, records=cp.customer_rows)

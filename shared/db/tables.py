@@ -37,16 +37,19 @@ customers = Table(
     Column("graded_on", Date, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Room on each page for the new version of a row: updates stay HOT (no index writes).
+    postgresql_with={"fillfactor": 70},
 )
 # The owner's re-grading sweep walks its partitions in id order.
 Index("customers_partition", customers.c.partition, customers.c.customer_id)
 
-# Applied event ids with the UTC day tierflow first saw them: the dedupe window. Rows
-# older than the window are pruned; BRIN keeps that range cheap to find and to maintain.
+# Applied event ids, as a 128-bit BLAKE2b hash of the id (16 bytes, cheaper to index
+# than the text), with the UTC day tierflow first saw them: the dedupe window. Rows older
+# than the window are pruned; BRIN keeps that range cheap to find and to maintain.
 processed_events = Table(
     "processed_events",
     metadata,
-    Column("event_id", Text, primary_key=True),
+    Column("event_hash", UUID(as_uuid=True), primary_key=True),
     Column("seen_on", Date, nullable=False),
 )
 Index("processed_events_seen_on", processed_events.c.seen_on, postgresql_using="brin")
