@@ -29,8 +29,8 @@ class Pending:
     """What has been read and folded since the last checkpoint."""
 
     positions: dict[int, int] = field(default_factory=dict)  # partition -> next offset
-    event_ids: set[str] = field(default_factory=set)  # fresh ids, folded
-    renewed: set[str] = field(default_factory=set)  # of those, seen before the window
+    event_ids: dict[str, str] = field(default_factory=dict)  # fresh ids folded -> their key
+    renewed: set[str] = field(default_factory=set)  # keys of those seen before the window
     causes: dict[str, tuple[datetime, str]] = field(default_factory=dict)  # latest event
     swept: set[str] = field(default_factory=set)  # re-graded without an event
     stamps: list[float] = field(default_factory=list)  # Kafka timestamps (s) of records
@@ -85,7 +85,7 @@ def grade_pending(
     moved = {tc.customer_id for tc in changes
              if tc.reason == "policy" and tc.change.kind == "tier.changed"}
     checkpoint = repo.Checkpoint.build(
-        topic=topic, advances=advances, event_ids=pending.event_ids,
+        topic=topic, advances=advances, event_keys=pending.event_ids.values(),
         renewed=pending.renewed, customers=states,
         changes=changes, now=now, policy_regrades=regraded.get("policy", 0),
         policy_changed=len(moved), policy_version=active.version)
@@ -99,7 +99,7 @@ class Writer:
         self.database_url = database_url
         self.conn: asyncpg.Connection | None = None
         self.inflight: asyncio.Task[None] | None = None
-        self.inflight_ids: set[str] = set()  # event ids of the checkpoint in flight
+        self.inflight_ids: dict[str, str] = {}  # event ids of the checkpoint in flight
 
     async def open(self) -> None:
         """Connect (again) and prepare the staging table."""
@@ -112,7 +112,7 @@ class Writer:
         if self.inflight is not None:
             self.inflight.cancel()
             await asyncio.gather(self.inflight, return_exceptions=True)
-        self.inflight, self.inflight_ids = None, set()
+        self.inflight, self.inflight_ids = None, {}
         if self.conn is not None and not self.conn.is_closed():
             await self.conn.close()
         self.conn = None
@@ -124,7 +124,7 @@ class Writer:
             if task is not None:
                 await task
         finally:
-            self.inflight_ids = set()
+            self.inflight_ids = {}
 
     async def launch(self, graded: Graded, committed: Callable[[Graded], None]) -> None:
         """Start committing `graded` (after the one in flight); `committed` runs once it

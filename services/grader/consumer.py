@@ -319,11 +319,14 @@ class Consumer:
         seen = await repo.seen_events(self.conn, [e.event_id for e, _ in fresh], since=since)
         await self._load([e.customer_id for e, _ in fresh if e.event_id not in seen.within])
         for event, record in fresh:
-            if event.event_id in seen.within or event.event_id in pending.event_ids:
+            event_id = event.event_id
+            if event_id in seen.within or event_id in pending.event_ids:
                 pending.duplicates += 1
                 continue
-            if self._fold(event, record) and event.event_id in seen.expired:
-                pending.renewed.add(event.event_id)
+            if self._fold(event, record):
+                key = pending.event_ids[event_id] = seen.hashes[event_id]
+                if event_id in seen.expired:
+                    pending.renewed.add(key)
 
     def _usable(self, record: ConsumerRecord, active: ActivePolicy) -> Event | None:
         """The record's event if this consumer should fold it; otherwise it is sent on to
@@ -367,7 +370,6 @@ class Consumer:
         except FoldError as exc:
             self.effects.dead_letter(record, str(exc))
             return False
-        pending.event_ids.add(event.event_id)
         cause = (event.occurred_at, event.event_id)
         known = pending.causes.get(event.customer_id)
         if known is None or cause > known:

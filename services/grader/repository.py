@@ -13,7 +13,6 @@ the same transaction.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -70,8 +69,8 @@ class Checkpoint:
 
     topic: str
     advances: Sequence[OffsetAdvance]
-    event_rows: list[tuple[uuid.UUID, date]]  # new ids
-    renewed: list[uuid.UUID]  # ids seen again after the window
+    event_rows: list[tuple[str, date]]  # keys of new ids
+    renewed: list[str]  # keys of ids seen again after the window
     customer_rows: list[tuple[Any, ...]]
     outbox_rows: list[tuple[Any, ...]]
     seen_on: date
@@ -81,13 +80,14 @@ class Checkpoint:
 
     @classmethod
     def build(
-        cls, *, topic: str, advances: Sequence[OffsetAdvance], event_ids: Iterable[str],
+        cls, *, topic: str, advances: Sequence[OffsetAdvance], event_keys: Iterable[str],
         renewed: Iterable[str], customers: Iterable[tuple[int, CustomerState]],
         changes: Sequence[TierChange],
         now: datetime, policy_regrades: int = 0, policy_changed: int = 0,
         policy_version: int = 0,
     ) -> Checkpoint:
-        """Encode the states (partition, state) and the change messages now."""
+        """Encode the states (partition, state) and the change messages now; `event_keys`
+        are the `event_hash` of the applied ids, `renewed` those of them seen before."""
         rows = [(state.customer_id, partition, encode_state(state), tier_labels(state),
                  state.policy_version, date.fromordinal(state.graded_on), now)
                 for partition, state in customers]
@@ -95,9 +95,9 @@ class Checkpoint:
                    tc.change.kind, orjson.dumps(message(tc)).decode()) for tc in changes]
         today = now.date()
         again = set(renewed)
-        fresh = sorted((event_hash(i), today) for i in event_ids if i not in again)
-        return cls(topic, advances, fresh, sorted(event_hash(i) for i in again), rows, outbox,
-                   today, policy_regrades, policy_changed, policy_version)
+        fresh = [(key, today) for key in event_keys if key not in again]
+        return cls(topic, advances, fresh, list(again), rows, outbox, today,
+                   policy_regrades, policy_changed, policy_version)
 
 
 # --- the storage format ------------------------------------------------------------------
@@ -190,7 +190,10 @@ SELECT customer_id, state, policy_version, graded_on, updated_at FROM customers
 WHERE customer_id = ANY($1::text[])
 """
 # Run on a connection with KEYED_LOOKUPS (shared/db/engine.py), or it scans the table.
-SEEN = "SELECT event_hash, seen_on FROM processed_events WHERE event_hash = ANY($1::uuid[])"
+SEEN = """
+SELECT encode(uuid_send(event_hash), 'hex'), seen_on FROM processed_events
+WHERE event_hash = ANY($1::uuid[])
+"""
 # An id seen before the window (not pruned yet) counts as new again: first seen now.
 RENEW = "UPDATE processed_events SET seen_on = $2 WHERE event_hash = ANY($1::uuid[])"
 PRUNE = """
@@ -221,9 +224,10 @@ async def load_customers(conn: asyncpg.Connection, ids: Sequence[str],
     return {r[0]: StoredCustomer(decode_state(r[0], r[1], r[2], r[3]), r[4]) for r in rows}
 
 
-def event_hash(event_id: str) -> uuid.UUID:
-    """The 128-bit key an event id is remembered by."""
-    return uuid.UUID(bytes=blake2b(event_id.encode(), digest_size=16).digest())
+def event_hash(event_id: str) -> str:
+    """The 128-bit key an event id is remembered by, as 32 hex digits (asyncpg sends a
+    str as a uuid without building a UUID object)."""
+    return blake2b(event_id.encode(), digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,19 +236,21 @@ class Seen:
 
     within: set[str]  # first seen inside the window: repeats
     expired: set[str]  # first seen before it (not pruned yet): new again
+    hashes: dict[str, str]  # event id -> its key, for the checkpoint that records it
 
 
 async def seen_events(conn: asyncpg.Connection, ids: Sequence[str], *, since: date) -> Seen:
     """Which of `ids` were applied before, inside the window (first seen on `since` or
     later) or before it."""
-    if not ids:
-        return Seen(set(), set())
-    by_hash = {event_hash(i): i for i in ids}
+    hashes = {i: event_hash(i) for i in ids}
+    if not hashes:
+        return Seen(set(), set(), hashes)
+    by_hash = {h: i for i, h in hashes.items()}
     within: set[str] = set()
     expired: set[str] = set()
     for key, seen_on in await conn.fetch(SEEN, list(by_hash)):
         (within if seen_on >= since else expired).add(by_hash[key])
-    return Seen(within, expired)
+    return Seen(within, expired, hashes)
 
 
 async def prune_seen(conn: asyncpg.Connection, *, before: date, limit: int) -> int:

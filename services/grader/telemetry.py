@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
 
 from services.grader.grading.customer import TierChange
 from shared.metrics import LATENCY_BUCKETS, SIZE_BUCKETS
@@ -21,7 +24,6 @@ class GraderMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self._max = 0.0
         r = self.registry
         self.events = Counter(
             "tierflow_grader_events_total",
@@ -36,11 +38,12 @@ class GraderMetrics:
             "tierflow_grader_batch_seconds", "Time to grade and commit one batch",
             buckets=LATENCY_BUCKETS, registry=r,
         )
-        self.end_to_end = Histogram(
+        self.end_to_end = BulkHistogram(
             "tierflow_grader_end_to_end_seconds",
             "From the event's Kafka timestamp (ingest accepted it) to its effect committed",
-            buckets=END_TO_END_BUCKETS, registry=r,
+            END_TO_END_BUCKETS,
         )
+        r.register(self.end_to_end)
         self.end_to_end_max = Gauge(
             "tierflow_grader_end_to_end_max_seconds",
             "The largest end-to-end delay seen by this process", registry=r,
@@ -109,12 +112,37 @@ class GraderMetrics:
 
     def observe_end_to_end(self, stamps: Sequence[float], now: float) -> None:
         """Delays from Kafka timestamps (seconds) to `now`, the commit."""
-        if not stamps:
-            return
-        observe = self.end_to_end.observe
-        for stamp in stamps:
-            observe(max(now - stamp, 0.0))
-        worst = now - min(stamps)
-        if worst > self._max:
-            self._max = worst
-            self.end_to_end_max.set(worst)
+        if stamps:
+            self.end_to_end.observe_many([max(now - stamp, 0.0) for stamp in stamps])
+            self.end_to_end_max.set(self.end_to_end.max)
+
+
+class BulkHistogram(Collector):
+    """A histogram fed a batch at a time: one observation per event, at a few hundred
+    nanoseconds each instead of prometheus_client's few microseconds (a checkpoint
+    observes tens of thousands)."""
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float]) -> None:
+        self.name, self.documentation = name, documentation
+        self.bounds = list(buckets)
+        self.counts = [0] * (len(self.bounds) + 1)  # the last one: +Inf
+        self.total = 0.0
+        self.max = 0.0
+
+    def observe_many(self, values: Sequence[float]) -> None:
+        """Count every value in its bucket."""
+        bounds, counts = self.bounds, self.counts
+        for value in values:
+            counts[bisect_left(bounds, value)] += 1
+        self.total += sum(values)
+        self.max = max(self.max, max(values))
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        """Cumulative buckets, as Prometheus expects."""
+        cumulative, running = [], 0
+        for bound, count in zip([*map(str, self.bounds), "+Inf"], self.counts, strict=True):
+            running += count
+            cumulative.append((bound, running))
+        family = HistogramMetricFamily(self.name, self.documentation)
+        family.add_metric([], cumulative, sum_value=self.total)
+        yield family

@@ -51,6 +51,7 @@ from shared.events import parse_event
 from shared.kafka import ensure_topics, make_consumer, make_producer
 from shared.settings import GraderSettings
 from tests.bench import breakdown
+from tests.bench.processes import GraderProcesses
 
 PARTITIONS = 12
 DEADLINE_S = 1200.0
@@ -320,6 +321,20 @@ async def one_run(db_url: str, bootstrap: str, args: argparse.Namespace, n: int)
     await produce_timed(settings, make_events(args.events, args.customers, tag))
     base = await baseline(settings, args.events)
     print(f"  consume+validate baseline: {base:,.0f} events/s", flush=True)
+    if args.consumers > 1:
+        cold, warm = await in_processes(settings, args, tag)
+    else:
+        cold, warm = await in_this_process(settings, args, tag)
+    naive = await per_event(settings, args.per_event)
+    print(f"  one transaction per event: {naive:,.0f} events/s "
+          f"(over the first {args.per_event:,} events)", flush=True)
+    return RunResult(base, cold, warm, naive)
+
+
+async def in_this_process(settings: GraderSettings, args: argparse.Namespace, tag: str,
+                          ) -> tuple[float, float]:
+    """One consumer in this process (timed steps and profiles are possible): cold, then
+    paused while the warm events are produced, then warm."""
     grader = Grader(settings)
     profiler = cProfile.Profile() if args.profile else None
     await grader.start()
@@ -337,10 +352,24 @@ async def one_run(db_url: str, bootstrap: str, args: argparse.Namespace, n: int)
               f"~{grader.consumer.owned.bytes / 2**20:,.0f} MiB estimated)", flush=True)
     finally:
         await grader.stop()
-    naive = await per_event(settings, args.per_event)
-    print(f"  one transaction per event: {naive:,.0f} events/s "
-          f"(over the first {args.per_event:,} events)", flush=True)
-    return RunResult(base, cold, warm, naive)
+    return cold, warm
+
+
+async def in_processes(settings: GraderSettings, args: argparse.Namespace, tag: str,
+                       ) -> tuple[float, float]:
+    """`--consumers` grader processes in one group, as `tierflow up` runs them. The warm
+    events are produced while they idle (the producer is done within seconds)."""
+    graders = GraderProcesses(settings, args.consumers)
+    await graders.start()
+    try:
+        cold = await graders.until(args.events, "cold", deadline_s=DEADLINE_S)
+        print(f"  grader x{args.consumers}, cold: {cold:,.0f} events/s", flush=True)
+        await produce_timed(settings, make_events(args.events, args.customers, tag, "w"))
+        warm = await graders.until(2 * args.events, "warm", deadline_s=DEADLINE_S)
+        print(f"  grader x{args.consumers}, warm: {warm:,.0f} events/s", flush=True)
+    finally:
+        graders.stop()
+    return cold, warm
 
 
 @contextmanager
@@ -406,6 +435,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=2_000_000)
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--consumers", type=int, default=1,
+                        help="grader consumer processes (1: in this process, timeable)")
     parser.add_argument("--per-event", type=int, default=3_000,
                         help="events the one-transaction-per-event consumer grades")
     parser.add_argument("--profile", metavar="PATH", default="",
