@@ -24,7 +24,7 @@ import msgspec
 import orjson
 
 from services.grader import jobs
-from services.grader.grading.aggregates import FIELDS, WINDOWS, Aggregates
+from services.grader.grading.aggregates import Aggregates
 from services.grader.grading.customer import CustomerState, TierChange
 from services.grader.grading.evaluate import LadderState
 from services.grader.grading.messages import message
@@ -111,12 +111,9 @@ def _moment(micros: int) -> datetime:
 
 
 def encode_state(state: CustomerState) -> bytes:
-    """The bytes stored in `customers.state`."""
+    """The bytes stored in `customers.state` (msgspec encodes the day buckets and the
+    window sums as they are held, in C: no Python loop over a customer's year)."""
     a = state.aggregates
-    days: list[int] = []
-    for day, bucket in sorted(a.days.items()):  # sorted: equal states, equal bytes
-        days.append(day)
-        days.extend(bucket)
     ladders = [
         (name, s.tier, _micros(s.since), s.computed,
          s.pending_since.toordinal() if s.pending_since else None, s.sequence)
@@ -126,8 +123,7 @@ def encode_state(state: CustomerState) -> bytes:
         FORMAT, a.purchases_total, a.refunds_total, a.orders_total, a.first_purchase,
         a.last_purchase, sorted(a.categories), a.interactions_total, a.referrals_total,
         a.complaints_total, a.last_interaction, a.last_activity, a.rating_sum,
-        a.ratings_count, a.last_nps, a.last_nps_key, a.as_of, days,
-        [value for row in a.sums for value in row], ladders,
+        a.ratings_count, a.last_nps, a.last_nps_key, a.as_of, a.days, a.sums, ladders,
     ))
 
 
@@ -139,10 +135,7 @@ def decode_state(customer_id: str, blob: bytes, policy_version: int, graded_on: 
         raise StateCorrupt(f"customer {customer_id!r}: unknown state format {doc[0]}")
     (_, purchases, refunds, orders, first, last, categories, interactions, referrals,
      complaints, last_interaction, last_activity, rating_sum, ratings, nps, nps_key, as_of,
-     flat_days, flat_sums, ladders) = doc
-    step = FIELDS + 1
-    days = {flat_days[i]: flat_days[i + 1:i + step] for i in range(0, len(flat_days), step)}
-    sums = [flat_sums[i * FIELDS:(i + 1) * FIELDS] for i in range(len(WINDOWS))]
+     days, sums, ladders) = doc
     aggregates = Aggregates(
         purchases, refunds, orders, first, last, set(categories), interactions, referrals,
         complaints, last_interaction, last_activity, rating_sum, ratings, nps,
