@@ -1,0 +1,58 @@
+"""The owner's memory: customers within a budget, evicted oldest-first but never before
+they are written; a consumer that stops advancing while events wait is not ready."""
+
+from __future__ import annotations
+
+import time
+
+from aiokafka import TopicPartition
+from prometheus_client import generate_latest
+
+from services.grader.consumer import Consumer
+from services.grader.grading.customer import CustomerState
+from services.grader.owned import OwnedCustomers, estimate
+from services.grader.policies import PolicyCache
+from services.grader.telemetry import GraderMetrics
+from shared.settings import GraderSettings
+
+
+def test_eviction_keeps_the_budget_and_spares_unwritten_customers() -> None:
+    size = estimate(CustomerState("c-0"))
+    owned = OwnedCustomers(budget_bytes=10 * size)
+    for i in range(30):
+        owned.put(i % 3, CustomerState(f"c-{i}"))
+    assert owned.get("c-0") is not None  # now the most recently used
+    evicted = owned.evict(keep={"c-1"})
+    assert evicted == 20 and len(owned) == 10 and owned.bytes <= owned.budget_bytes
+    assert "c-0" in owned and "c-1" in owned and "c-2" not in owned
+
+
+def test_grown_customers_are_re_estimated_and_partitions_dropped() -> None:
+    owned = OwnedCustomers(budget_bytes=10**9)
+    state = CustomerState("c-1")
+    owned.put(4, state)
+    before = owned.bytes
+    state.aggregates.days = {d: [0] * 5 for d in range(100)}
+    owned.resized(["c-1"])
+    assert owned.bytes > before
+    owned.put(5, CustomerState("c-2"))
+    assert owned.drop_partitions([4]) == 1
+    assert "c-1" not in owned and "c-2" in owned and owned.bytes == estimate(CustomerState("c"))
+
+
+def test_a_consumer_that_stops_committing_while_events_wait_is_not_ready() -> None:
+    metrics = GraderMetrics()
+    consumer = Consumer(GraderSettings(), policies=PolicyCache(), metrics=metrics)
+    consumer.consumer = object()  # type: ignore[assignment]  # only its presence is read
+    tp = TopicPartition("events", 0)
+    consumer.lag[tp] = 0
+    consumer.last_commit = time.monotonic() - 600
+    assert consumer.healthy(60)  # caught up: nothing to commit is not a stall
+    consumer.lag[tp] = 5
+    assert not consumer.healthy(60)
+    text = generate_latest(metrics.registry).decode()
+    stalled = next(line for line in text.splitlines()
+                   if line.startswith("tierflow_grader_stalled_seconds "))
+    assert float(stalled.split()[1]) >= 600
+    consumer.last_commit = time.monotonic()
+    assert consumer.healthy(60)
