@@ -98,8 +98,10 @@ class GraderSettings(CommonSettings):
     # api: lookups, stats, policy; consumer: one consume loop (health and metrics only);
     # all: both in one process (tests, small installs).
     grader_role: Literal["all", "api", "consumer"] = "all"
-    # How many consumer processes `tierflow up` starts (ports grader_port+1, +2, ...).
+    # How many consumer processes `tierflow up` starts, and the port of the first (their
+    # health and metrics; the next ones count up from it).
     grader_consumers: int = Field(default=2, ge=1, le=64)
+    grader_consumer_port: int = Field(default=8091, ge=1, le=65535)
     consumer_group: str = "tierflow-grader"
     batch_max_events: int = Field(default=5000, ge=1)
     batch_timeout_ms: int = Field(default=20, ge=1)

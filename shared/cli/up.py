@@ -40,12 +40,13 @@ class Ports:
     ingest: int = 8080
     grader: int = 8081
     notifier: int = 8082
-    # Consumer processes of the grader, on the ports after the grader's API.
+    # Consumer processes of the grader, on ports counting up from `grader_consumer`.
     grader_consumers: int = 2
+    grader_consumer: int = 8091
 
     def consumer_ports(self) -> list[int]:
         """Where each grader consumer serves its health and metrics."""
-        return [self.grader + i for i in range(1, self.grader_consumers + 1)]
+        return [self.grader_consumer + i for i in range(self.grader_consumers)]
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,8 @@ def load_settings() -> tuple[CommonSettings, Ports]:
     """Validate every process's settings up front: a bad variable fails before anything starts."""
     grader = GraderSettings()
     ports = Ports(IngestSettings().ingest_port, grader.grader_port,
-                  NotifierSettings().notifier_port, grader.grader_consumers)
+                  NotifierSettings().notifier_port, grader.grader_consumers,
+                  grader.grader_consumer_port)
     return CommonSettings(), ports
 
 
@@ -217,7 +219,8 @@ class Supervisor:
         host = client_host(self.settings.host)
         for name, service, port, extra in self._processes():
             if port_taken(self.settings.host, port):
-                variable = PORT_VARIABLES[service]
+                variable = ("TIERFLOW_GRADER_CONSUMER_PORT" if name.startswith("grader-")
+                            else PORT_VARIABLES[service])
                 raise CliError(f"port {port} for {name} is in use: stop what uses it or set "
                                f"{variable} to another port")
             self.procs[name] = ServiceProcess(
