@@ -133,7 +133,10 @@ def value_problems(compose: dict[str, Any]) -> list[str]:
         except ValidationError as exc:
             problems.append(f"{name}: {exc}")
             continue
-        for field in PINNED_FIELDS & values.keys():
+        pinned = PINNED_FIELDS
+        if values.get("grader_role") == "consumer":  # its port is pinned by port_problems
+            pinned = pinned - {"grader_port"}
+        for field in pinned & values.keys():
             if getattr(built, field) != settings.model_fields[field].default:
                 problems.append(f"{name}: {field} differs from the settings default")
     return problems
@@ -149,13 +152,16 @@ def published_ports(service: dict[str, Any]) -> list[tuple[int, int]]:
 
 
 def scraped_ports(prometheus: dict[str, Any]) -> dict[str, int]:
-    """Port scraped per target host."""
+    """Port scraped per target host (static targets, and DNS names of replicated ones)."""
     ports = {}
     for job in prometheus["scrape_configs"]:
         for static in job.get("static_configs", []):
             for target in static["targets"]:
                 host, _, port = target.rpartition(":")
                 ports[host] = int(port)
+        for dns in job.get("dns_sd_configs", []):
+            for name in dns["names"]:
+                ports[name] = int(dns["port"])
     return ports
 
 
@@ -168,7 +174,14 @@ def port_problems(compose: dict[str, Any], prometheus: dict[str, Any]) -> list[s
         if field is None:
             continue
         default = SETTINGS_BY_COMMAND[cmd].model_fields[field].default
-        if published_ports(service) != [(default, default)]:
+        published = [(default, default)]
+        if environment(service).get("TIERFLOW_GRADER_ROLE") == "consumer":
+            # Replicated consumers: metrics on their own port, nothing published.
+            default = GraderSettings.model_fields["grader_consumer_port"].default
+            published = []
+            if environment(service).get("TIERFLOW_GRADER_PORT") != str(default):
+                problems.append(f"{name}: a consumer listens on {default}")
+        if published_ports(service) != published:
             problems.append(f"{name}: publishes {published_ports(service)}, expected {default}")
         if scraped.get(name) != default:
             problems.append(f"{name}: Prometheus scrapes {scraped.get(name)}, expected {default}")
