@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 POLICY_CHECK_S = 1.0
 PRUNE_EVERY_S = 60.0
 PRUNE_CHUNK = 10_000
+STOP_WAIT_S = 10.0
 DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 Clock = Callable[[], datetime]
 
@@ -125,6 +126,10 @@ class Consumer:
             while True:
                 await self.step(self.consumer)
         finally:
+            # Stopping (SIGTERM, or a crash): let the checkpoint in flight land if it can;
+            # what was not committed is read again by whoever owns the partitions next.
+            with contextlib.suppress(repo.Fenced, TimeoutError, *DB_ERRORS):
+                await asyncio.wait_for(self.writer.wait(), STOP_WAIT_S)
             await self.writer.close()
             self._reset()
             await self.consumer.stop()
