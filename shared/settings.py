@@ -29,6 +29,10 @@ class CommonSettings(BaseSettings):
     events_partitions: int = Field(default=12, ge=1, le=10_000)
     # Kept short so Tansu (which answers a group join after ~half of it) starts quickly.
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
+    # How long the broker may hold a fetch when no data is there. Apache Kafka answers as
+    # soon as data arrives, whatever this is; Tansu 0.6 holds it for the whole time, which
+    # at 500 ms (aiokafka's default) added ~250 ms to every event's latency.
+    kafka_fetch_max_wait_ms: int = Field(default=10, ge=1, le=10_000)
     api_keys: SecretStr = SecretStr("{}")
     base_currency: str = Field(default="CNY", pattern=r"^[A-Z]{3}$")
     host: str = "127.0.0.1"
@@ -102,6 +106,8 @@ class GraderSettings(CommonSettings):
     # health and metrics; the next ones count up from it).
     grader_consumers: int = Field(default=2, ge=1, le=64)
     grader_consumer_port: int = Field(default=8091, ge=1, le=65535)
+    # Worker processes serving the API (role `api`), sharing its port.
+    grader_api_workers: int = Field(default=1, ge=1, le=64)
     consumer_group: str = "tierflow-grader"
     batch_max_events: int = Field(default=5000, ge=1)
     batch_timeout_ms: int = Field(default=20, ge=1)

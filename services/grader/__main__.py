@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import uvicorn
+from fastapi import FastAPI
 from pydantic import ValidationError
 
 from services.grader.app import create_app
@@ -20,8 +21,21 @@ def main() -> None:
         sys.stderr.write(settings_error(exc) + "\n")
         sys.exit(2)
     configure(settings.log_level)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.grader_port,
-                log_level=settings.log_level.lower(), access_log=False)
+    serve = {"host": settings.host, "port": settings.grader_port,
+             "log_level": settings.log_level.lower(), "access_log": False}
+    if settings.grader_role == "api" and settings.grader_api_workers > 1:
+        # Worker processes import the app by name and read the same environment.
+        uvicorn.run("services.grader.__main__:app_from_environment", factory=True,
+                    workers=settings.grader_api_workers, **serve)  # type: ignore[arg-type]
+    else:
+        uvicorn.run(create_app(settings), **serve)  # type: ignore[arg-type]
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one API worker process (settings already validated by `main`)."""
+    settings = GraderSettings()
+    configure(settings.log_level)
+    return create_app(settings)
 
 
 if __name__ == "__main__":

@@ -11,14 +11,13 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 from fastapi import FastAPI
-from sqlalchemy.exc import SQLAlchemyError
 
 from services.grader.api import customers, policy, stats
 from services.grader.api.deps import Grader
 from services.grader.consumer import Clock, Consumer, utc_now
 from services.grader.policies import PolicyCache
 from services.grader.telemetry import GraderMetrics
-from shared.db.engine import KEYED_LOOKUPS, make_engine, raw
+from shared.db.engine import KEYED_LOOKUPS, SERVER_SETTINGS, asyncpg_dsn
 from shared.http import ApiKeys, health_router, install_problem_handlers
 from shared.kafka import ensure_topics, make_producer
 from shared.settings import GraderSettings
@@ -28,21 +27,22 @@ log = logging.getLogger(__name__)
 STALE_POLL_S = 60.0
 POLICY_REFRESH_S = 1.0
 GAUGE_REFRESH_S = 60.0
+READY_TIMEOUT_S = 5.0
 
 
-async def refresh_policy(grader: Grader) -> None:
+async def refresh_policy(grader: Grader, pool: asyncpg.Pool) -> None:
     """Follow policies stored by other processes (lookups label tiers by the policy)."""
     while True:
-        async with grader.engine.connect() as sa_conn:
-            await grader.policies.refresh(await raw(sa_conn))
+        async with pool.acquire() as conn:
+            await grader.policies.refresh(conn)
         await asyncio.sleep(POLICY_REFRESH_S)
 
 
-async def refresh_customer_gauge(grader: Grader) -> None:
+async def refresh_customer_gauge(grader: Grader, pool: asyncpg.Pool) -> None:
     """Keep `tierflow_customers` current without a query per scrape."""
     while True:
-        async with grader.engine.connect() as sa_conn:
-            dist = await stats.distribution(await raw(sa_conn), grader.policies.active)
+        async with pool.acquire() as conn:
+            dist = await stats.distribution(conn, grader.policies.active)
         for ladder, tiers in dist["ladders"].items():
             for tier, count in tiers.items():
                 grader.metrics.customers.labels(ladder, tier).set(count)
@@ -51,17 +51,26 @@ async def refresh_customer_gauge(grader: Grader) -> None:
 
 @asynccontextmanager
 async def running(grader: Grader, consumer: Consumer | None) -> AsyncIterator[None]:
-    """Load the policy, start the background loops; stop them all on the way out."""
-    async with grader.engine.connect() as sa_conn:
-        await grader.policies.load(await raw(sa_conn))
+    """Open the pool, load the policy, start the background loops; stop them all on the
+    way out."""
+    settings = grader.settings
+    size = settings.db_pool_size if grader.serves_api else 1
+    pool = grader.pool = await asyncpg.create_pool(
+        asyncpg_dsn(settings.database_url.get_secret_value()), min_size=1, max_size=size,
+        server_settings={**SERVER_SETTINGS, **KEYED_LOOKUPS})
+    async with pool.acquire() as conn:
+        await grader.policies.load(conn)
     tasks = []
     if grader.serves_api:
-        tasks += [asyncio.create_task(supervise(lambda: refresh_policy(grader), name="policy")),
-                  asyncio.create_task(supervise(lambda: refresh_customer_gauge(grader),
-                                                name="gauges"))]
+        tasks += [
+            asyncio.create_task(supervise(lambda: refresh_policy(grader, pool), name="policy")),
+            asyncio.create_task(supervise(lambda: refresh_customer_gauge(grader, pool),
+                                          name="gauges")),
+        ]
     # aiokafka clients bind to the running loop: create them here, not in create_app.
-    producer = make_producer(grader.settings, client_id="tierflow-grader")
+    producer = None
     if consumer is not None:
+        producer = make_producer(grader.settings, client_id="tierflow-grader")
         await ensure_topics(grader.settings)
         await producer.start()
         tasks.append(asyncio.create_task(
@@ -72,9 +81,9 @@ async def running(grader: Grader, consumer: Consumer | None) -> AsyncIterator[No
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if consumer is not None:
+        if producer is not None:
             await producer.stop()
-        await grader.engine.dispose()
+        await pool.close()
 
 
 Check = Callable[[], Awaitable[dict[str, bool]]]
@@ -86,9 +95,10 @@ def readiness(grader: Grader, consumer: Consumer | None) -> Check:
     async def ready() -> dict[str, bool]:
         checks = {"database": False}
         try:
-            async with grader.engine.connect() as sa_conn:
-                checks["database"] = await (await raw(sa_conn)).fetchval("SELECT 1") == 1
-        except (OSError, TimeoutError, SQLAlchemyError, asyncpg.PostgresError) as exc:
+            if grader.pool is not None:
+                async with grader.pool.acquire(timeout=READY_TIMEOUT_S) as conn:
+                    checks["database"] = await conn.fetchval("SELECT 1") == 1
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("readiness: database unreachable: %s", exc)
         if consumer is not None:
             checks["consumer"] = consumer.healthy(STALE_POLL_S)
@@ -102,11 +112,8 @@ def create_app(settings: GraderSettings, *, clock: Clock = utc_now) -> FastAPI:
     what the consumer grades by (tests move it to let days pass)."""
     metrics = GraderMetrics()
     serves_api = settings.grader_role in ("all", "api")
-    pool = settings.db_pool_size if serves_api else 1
-    engine = make_engine(settings.database_url.get_secret_value(), pool_size=pool,
-                         settings=KEYED_LOOKUPS)
     policies = PolicyCache()
-    grader = Grader(settings, engine, policies, metrics, serves_api)
+    grader = Grader(settings, policies, metrics, serves_api)
     consumer = (Consumer(settings, policies=policies, metrics=metrics, clock=clock)
                 if settings.grader_role in ("all", "consumer") else None)
     app = FastAPI(title="tierflow grader", lifespan=lambda _: running(grader, consumer))

@@ -34,7 +34,7 @@ def main() -> None:
     )
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.ingest_port,
-        log_level=settings.log_level.lower(), server_header=False,
+        log_level=settings.log_level.lower(), server_header=False, access_log=False,
     )
 
 

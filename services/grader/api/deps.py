@@ -8,11 +8,9 @@ from typing import Annotated
 
 import asyncpg
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.grader.policies import PolicyCache
 from services.grader.telemetry import GraderMetrics
-from shared.db.engine import raw
 from shared.settings import GraderSettings
 
 
@@ -21,10 +19,10 @@ class Grader:
     """The grader's wiring, built by the composition root."""
 
     settings: GraderSettings
-    engine: AsyncEngine
     policies: PolicyCache
     metrics: GraderMetrics
     serves_api: bool
+    pool: asyncpg.Pool | None = None  # asyncpg pools bind to a loop: made when it runs
 
 
 def get_grader(request: Request) -> Grader:
@@ -35,8 +33,10 @@ def get_grader(request: Request) -> Grader:
 
 async def get_conn(request: Request) -> AsyncIterator[asyncpg.Connection]:
     """A pooled connection for one request, returned however the request ends."""
-    async with get_grader(request).engine.connect() as sa_conn:
-        yield await raw(sa_conn)
+    pool = get_grader(request).pool
+    assert pool is not None  # noqa: S101 - the lifespan made it before serving
+    async with pool.acquire() as conn:
+        yield conn
 
 
 GraderDep = Annotated[Grader, Depends(get_grader)]
