@@ -49,6 +49,12 @@ async def refresh_customer_gauge(grader: Grader, pool: asyncpg.Pool) -> None:
         await asyncio.sleep(GAUGE_REFRESH_S)
 
 
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """No reset when a connection goes back to the pool: the API leaves no session state
+    behind (no LISTEN, locks or SET outside a transaction), and asyncpg's default reset
+    is a second round trip on every lookup."""
+
+
 @asynccontextmanager
 async def running(grader: Grader, consumer: Consumer | None) -> AsyncIterator[None]:
     """Open the pool, load the policy, start the background loops; stop them all on the
@@ -56,8 +62,8 @@ async def running(grader: Grader, consumer: Consumer | None) -> AsyncIterator[No
     settings = grader.settings
     size = settings.db_pool_size if grader.serves_api else 1
     pool = grader.pool = await asyncpg.create_pool(
-        asyncpg_dsn(settings.database_url.get_secret_value()), min_size=1, max_size=size,
-        server_settings={**SERVER_SETTINGS, **KEYED_LOOKUPS})
+        asyncpg_dsn(settings.database_url.get_secret_value()), min_size=size, max_size=size,
+        server_settings={**SERVER_SETTINGS, **KEYED_LOOKUPS}, reset=keep_session)
     async with pool.acquire() as conn:
         await grader.policies.load(conn)
     tasks = []

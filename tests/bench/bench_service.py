@@ -4,7 +4,17 @@ Run: `.venv/bin/python tests/bench/bench_service.py [--quick] [--runs R] [--cust
 [--rate EPS] [--seconds S] [--single] [--lookup-seconds L] [--metrics-url URL ...]`.
 Prints figures; it is not a test. Each run starts `tierflow up` on free ports in a fresh
 temporary data dir (embedded PostgreSQL and broker: TIERFLOW_DATABASE_URL,
-TIERFLOW_KAFKA_BOOTSTRAP and TIERFLOW_API_KEYS are removed from its environment), then:
+TIERFLOW_KAFKA_BOOTSTRAP and TIERFLOW_API_KEYS are removed from its environment).
+
+The grader runs as an API process (lookups, stats, policy; TIERFLOW_GRADER_PORT) and
+TIERFLOW_GRADER_CONSUMERS (default 2) consumer processes, each serving /healthz, /readyz and
+/metrics only. This script gives the consumers a free run of ports right after the API's
+(TIERFLOW_GRADER_CONSUMER_PORT = API port + 1; a `tierflow up` from before that setting
+existed put them there anyway) and takes the URL each one really serves from the "Uvicorn
+running on" line of its log, <data-dir>/logs/grader-consumer-N.log. The grading metrics (end-to-end
+histogram and max gauge, events_total, batch sizes) are scraped from the consumers and
+summed over them (the max gauge: the largest); lookups and `--graded-by distribution` go to
+the API process. Each run then does:
 
 1. load: N customers (one event each) through `POST /v1/events/batch`, until all are graded
    (after one warm-up event: /readyz can be 200 before the grader's consumer has partitions);
@@ -37,6 +47,7 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -81,6 +92,7 @@ BATCH_SIZE = "tierflow_grader_batch_size"
 BATCH_SECONDS = "tierflow_grader_batch_seconds"
 STRIPPED_ENV = ("TIERFLOW_DATABASE_URL", "TIERFLOW_KAFKA_BOOTSTRAP", "TIERFLOW_API_KEYS",
                 "TIERFLOW_API_KEY", "TIERFLOW_INGEST_URL", "TIERFLOW_GRADER_URL")
+SERVING = re.compile(r"Uvicorn running on (http://\S+)")
 JSON = {"Content-Type": "application/json"}  # for httpx requests
 CATEGORIES = ("shoes", "apparel", "electronics", "grocery", "beauty", "home", "toys", "books")
 CHANNELS = ("app", "web", "store", "call-center")
@@ -122,6 +134,7 @@ class System:
     lines: list[str] = field(default_factory=list)
     banner: threading.Event = field(default_factory=threading.Event)
     key: str = ""
+    consumer_urls: list[str] = field(default_factory=list)
     metrics_urls: list[str] = field(default_factory=list)
 
     def printed(self, label: str) -> str:
@@ -132,11 +145,46 @@ class System:
         return ""
 
 
+def consumer_count() -> int:
+    """How many grader consumer processes `tierflow up` starts (as its settings read it)."""
+    return int(os.environ.get("TIERFLOW_GRADER_CONSUMERS", "2"))
+
+
+def port_free(port: int) -> bool:
+    """True when nothing listens on 127.0.0.1:port (the same reuse rule as `up`)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def grader_ports(consumers: int) -> int:
+    """A grader API port whose next `consumers` ports are free too (`up` puts them there)."""
+    for _ in range(100):
+        base = free_port()
+        if base + consumers <= 65535 and all(port_free(base + i)
+                                              for i in range(1, consumers + 1)):
+            return base
+    raise RuntimeError(f"no free run of {consumers + 1} ports for the grader")
+
+
 def start_system(data_dir: Path) -> System:
     """Spawn `tierflow up` in its own session, on free ports, its output copied to a log."""
-    ports = {name: free_port() for name in ("ingest", "grader", "notifier")}
+    consumers = consumer_count()
+    grader = grader_ports(consumers)
+    taken = set(range(grader, grader + consumers + 1))
+    ports = {"grader": grader}
+    for name in ("ingest", "notifier"):
+        while (port := free_port()) in taken:
+            continue  # one of the consumers' ports: pick again
+        ports[name] = port
+        taken.add(port)
     env = {k: v for k, v in os.environ.items() if k not in STRIPPED_ENV}
     env.update({f"TIERFLOW_{name.upper()}_PORT": str(port) for name, port in ports.items()})
+    env["TIERFLOW_GRADER_CONSUMER_PORT"] = str(grader + 1)
     tierflow = Path(sys.executable).with_name("tierflow")
     data_dir.mkdir(parents=True)
     proc = subprocess.Popen(  # cwd: no stray .env is read
@@ -145,7 +193,8 @@ def start_system(data_dir: Path) -> System:
         start_new_session=True,
     )
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-    system = System(proc, data_dir, urls)
+    system = System(proc, data_dir, urls, consumer_urls=[
+        f"http://127.0.0.1:{grader + i}" for i in range(1, consumers + 1)])
     threading.Thread(target=copy_output, args=(system, data_dir.parent / "up.log"),
                      daemon=True).start()
     return system
@@ -165,9 +214,45 @@ def copy_output(system: System, log: Path) -> None:
 
 
 def wait_ready(system: System) -> None:
-    """Poll every /readyz until 200, then wait for the banner; fail if `up` dies or is late."""
+    """Poll every /readyz until 200, wait for the banner (`up` prints it once every process
+    is ready), then find the consumers in their logs and check them too; fail if `up` dies
+    or is late."""
     deadline = time.monotonic() + READY_WITHIN_S
-    pending = dict(system.urls)
+    poll_ready(system, dict(system.urls), deadline)
+    if not system.banner.wait(timeout=max(deadline - time.monotonic(), 1.0)):
+        raise TimeoutError("services ready, but tierflow up printed no banner")
+    system.consumer_urls = consumers_serving(system)
+    poll_ready(system, {f"grader-consumer-{i}": url
+                        for i, url in enumerate(system.consumer_urls, start=1)}, deadline)
+    system.key = (system.data_dir / "api-key").read_text().strip()
+
+
+def consumers_serving(system: System) -> list[str]:
+    """The URL of each grader consumer, from the last "Uvicorn running on" line of its log
+    (the expected one, with a warning, when a log has none); warns if the count differs."""
+    logs = sorted((system.data_dir / "logs").glob("grader-consumer-*.log"),
+                  key=lambda path: int(path.stem.rsplit("-", 1)[1]))
+    if len(logs) != len(system.consumer_urls):
+        print(f"  warning: {len(system.consumer_urls)} grader consumers expected "
+              f"(TIERFLOW_GRADER_CONSUMERS), {len(logs)} consumer logs in "
+              f"{system.data_dir / 'logs'}")
+    found = []
+    for i, log in enumerate(logs):
+        urls = SERVING.findall(log.read_text(errors="replace"))
+        if urls:
+            found.append(urls[-1])
+        elif i < len(system.consumer_urls):
+            print(f"  warning: no 'Uvicorn running on' in {log}: assuming "
+                  f"{system.consumer_urls[i]}")
+            found.append(system.consumer_urls[i])
+    if found != system.consumer_urls[:len(found)]:
+        print(f"  note: consumers serve at {found}, not where expected "
+              f"({system.consumer_urls}): scraping where they serve")
+    return found or system.consumer_urls
+
+
+def poll_ready(system: System, pending: dict[str, str], deadline: float) -> None:
+    """Until every URL's /readyz answers 200 (before the deadline, while `up` runs)."""
     with httpx.Client(timeout=2.0) as client:
         while pending:
             if system.proc.poll() is not None:
@@ -180,9 +265,6 @@ def wait_ready(system: System) -> None:
                         del pending[name]
             if pending:
                 time.sleep(POLL_S)  # poll interval of a deadline-bounded wait
-    if not system.banner.wait(timeout=max(deadline - time.monotonic(), 1.0)):
-        raise TimeoutError("services ready, but tierflow up printed no banner")
-    system.key = (system.data_dir / "api-key").read_text().strip()
 
 
 def stop_system(system: System) -> None:
@@ -217,15 +299,28 @@ def postmaster(system: System) -> int:
     return int((system.data_dir / "pg" / "postmaster.pid").read_text().split()[0])
 
 
-def role(proc: psutil.Process) -> str:
-    """What a process of the system is: grader, ingest, notifier, postgres, broker, …"""
+def role(proc: psutil.Process, system: System) -> str:
+    """What a process of the system is: grader-api, grader-consumer-N (N as in its log's
+    name: the Nth port after the API's), ingest, notifier, postgres, broker, …"""
     cmd = " ".join(proc.cmdline())
-    for name in ("grader", "ingest", "notifier"):
+    if "services.grader" in cmd:
+        with contextlib.suppress(psutil.Error, KeyError):
+            env = proc.environ()
+            if env["TIERFLOW_GRADER_ROLE"] == "consumer":
+                return consumer_name(system, env["TIERFLOW_GRADER_PORT"])
+        return "grader-api"
+    for name in ("ingest", "notifier"):
         if f"services.{name}" in cmd:
             return name
     if "postgres" in cmd:
         return "postgres"
     return "broker" if "tansu" in cmd else proc.name()
+
+
+def consumer_name(system: System, port: str) -> str:
+    """grader-consumer-N for the consumer listening on `port`."""
+    urls = [urlsplit(url).port for url in system.consumer_urls]
+    return f"grader-consumer-{urls.index(int(port)) + 1}" if int(port) in urls else "grader-?"
 
 
 def cpu_seconds(system: System) -> dict[int, tuple[str, float]]:
@@ -238,7 +333,7 @@ def cpu_seconds(system: System) -> dict[int, tuple[str, float]]:
     for proc in procs:
         with contextlib.suppress(psutil.Error):
             times = proc.cpu_times()
-            used[proc.pid] = (role(proc), times.user + times.system)
+            used[proc.pid] = (role(proc, system), times.user + times.system)
     return used
 
 
@@ -249,39 +344,71 @@ def machine_busy() -> float:
                  + getattr(t, "softirq", 0.0) + getattr(t, "steal", 0.0))
 
 
+def every_process() -> dict[int, tuple[str, float]]:
+    """pid -> (command line, shortened; CPU seconds so far) of every process on the machine."""
+    out: dict[int, tuple[str, float]] = {}
+    for proc in psutil.process_iter(["name", "cmdline", "cpu_times"]):
+        info = proc.info
+        if info["cpu_times"] is None:
+            continue
+        cmd = " ".join(info["cmdline"] or []) or str(info["name"])
+        out[proc.pid] = (cmd[:70], info["cpu_times"].user + info["cpu_times"].system)
+    return out
+
+
+OTHER_SHOWN = 0.05  # cores: a process outside the system using more is named under "other"
+
+
 class CpuMeter:
     """CPU per wall second of each role between creation and `shares()` (1.0 = one core),
     this script ("bench"), and everything else on the machine ("other": the load tool, and
-    anything not part of this benchmark). Approximate: processes of the system that start
+    anything not part of this benchmark; the processes in it using over OTHER_SHOWN cores
+    are named, as "other/<command line>"). Approximate: processes of the system that start
     and exit in between (short-lived backends) count under "other"."""
 
     def __init__(self, system: System) -> None:
         self.system, self.wall, self.busy = system, time.monotonic(), machine_busy()
         self.start, self.own = cpu_seconds(system), time.process_time()
+        self.everyone = every_process()
 
     def shares(self) -> dict[str, float]:
         """Cores used on average by each role, by this script and by everything else."""
         wall = time.monotonic() - self.wall
         out: defaultdict[str, float] = defaultdict(float)
-        for pid, (name, seconds) in cpu_seconds(self.system).items():
+        mine = cpu_seconds(self.system)
+        for pid, (name, seconds) in mine.items():
             out[name] += (seconds - self.start.get(pid, (name, 0.0))[1]) / wall
         out["bench"] = (time.process_time() - self.own) / wall
         out["other"] = max((machine_busy() - self.busy) / wall - sum(out.values()), 0.0)
+        ours = {*mine, *self.start, os.getpid()}
+        for pid, (cmd, seconds) in every_process().items():
+            used = (seconds - self.everyone.get(pid, (cmd, 0.0))[1]) / wall
+            if pid not in ours and used >= OTHER_SHOWN:
+                out[f"other/{cmd}"] += used
         return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
+def consumers_cpu(shares: dict[str, float]) -> float | None:
+    """Cores used by the grader's consumer processes together."""
+    used = [v for k, v in shares.items() if k.startswith("grader-consumer-")]
+    return sum(used) if used else None
+
+
 def show_cpu(shares: dict[str, float]) -> str:
-    """`grader 0.95, postgres 0.40, …` in cores."""
-    return ", ".join(f"{k} {v:.2f}" for k, v in shares.items() if v >= 0.005)
+    """`grader-consumer-1 0.95, postgres 0.40, …` in cores; then what "other" was."""
+    main = ", ".join(f"{k} {v:.2f}" for k, v in shares.items()
+                     if v >= 0.005 and not k.startswith("other/"))
+    named = [f"{k[len('other/'):]} {v:.2f}" for k, v in shares.items()
+             if k.startswith("other/")]
+    return main + (f"; in other: {'; '.join(named)}" if named else "")
 
 
 def metrics_urls(system: System, args: argparse.Namespace) -> list[str]:
-    """Grader metrics endpoints: given ones, or every one `up` printed, or the grader's."""
+    """Grader metrics endpoints: the given ones, else every consumer's (found by
+    `wait_ready`)."""
     if args.metrics_url:
         return list(args.metrics_url)
-    if args.metrics_from_banner:
-        return re.findall(r"http://\S+/metrics", system.printed("metrics"))
-    return [f"{system.urls['grader']}/metrics"]
+    return [f"{url}/metrics" for url in system.consumer_urls]
 
 
 @contextmanager
@@ -292,7 +419,8 @@ def running(data_dir: Path, args: argparse.Namespace) -> Iterator[System]:
         wait_ready(system)
         system.metrics_urls = metrics_urls(system, args)
         print(f"  tierflow up is ready: {system.urls}, broker {system.printed('broker')}")
-        print(f"  grader metrics scraped: {' '.join(system.metrics_urls)}", flush=True)
+        print(f"  grader metrics scraped ({len(system.consumer_urls)} consumer processes): "
+              f"{' '.join(system.metrics_urls)}", flush=True)
         yield system
     except BaseException:
         print("--- last lines of tierflow up ---\n" + "\n".join(system.lines[-30:]))
@@ -306,17 +434,22 @@ def running(data_dir: Path, args: argparse.Namespace) -> Iterator[System]:
 Buckets = dict[float, float]  # upper bound -> cumulative count (all label sets, all endpoints)
 
 
-async def scrape_all(client: httpx.AsyncClient, urls: Sequence[str]) -> list[str]:
-    """The text of every metrics endpoint that answers (a warning for the others)."""
-    texts = []
+async def scrape_each(client: httpx.AsyncClient, urls: Sequence[str]) -> dict[str, str]:
+    """URL -> text of every metrics endpoint that answers (a warning for the others)."""
+    texts = {}
     for url in urls:
         try:
             response = await client.get(url, timeout=10.0)
             response.raise_for_status()
-            texts.append(response.text)
+            texts[url] = response.text
         except httpx.HTTPError as exc:
             print(f"  warning: {url} did not answer ({exc!r})")
     return texts
+
+
+async def scrape_all(client: httpx.AsyncClient, urls: Sequence[str]) -> list[str]:
+    """The text of every metrics endpoint that answers (a warning for the others)."""
+    return list((await scrape_each(client, urls)).values())
 
 
 def histogram(texts: Sequence[str], name: str, labels: dict[str, str] | None = None) -> Buckets:
@@ -334,11 +467,35 @@ def histogram(texts: Sequence[str], name: str, labels: dict[str, str] | None = N
     return out
 
 
-def gauge_max(texts: Sequence[str], name: str) -> float | None:
-    """The largest sample of a gauge over all endpoints; None when no endpoint has it."""
-    values = [s.value for t in texts for f in text_string_to_metric_families(t)
-              for s in f.samples if s.name == name]
-    return max(values) if values else None
+def gauges(texts: dict[str, str], name: str) -> dict[str, float]:
+    """URL -> the largest sample of a gauge at that endpoint (endpoints without it left out)."""
+    out: dict[str, float] = {}
+    for url, text in texts.items():
+        values = [s.value for f in text_string_to_metric_families(text)
+                  for s in f.samples if s.name == name]
+        if values:
+            out[url] = max(values)
+    return out
+
+
+@dataclass
+class PhaseMax:
+    """A per-process "largest so far" gauge read before and after a phase: the phase's max
+    is the largest value that rose during it; a process whose gauge did not rise saw nothing
+    above its earlier max, which may still exceed the phase's (then `bounded_by` says so)."""
+
+    phase: float | None  # the largest gauge that rose during the phase (None: none rose)
+    lifetime: float | None  # the largest gauge after the phase, over all processes
+    bounded_by: float | None  # the largest earlier max of a process whose gauge did not rise
+
+    @classmethod
+    def of(cls, before: dict[str, float], after: dict[str, float]) -> PhaseMax:
+        """From the gauges of the same endpoints before and after."""
+        rose = [v for url, v in after.items() if v > before.get(url, 0.0)]
+        flat = [v for url, v in after.items() if v <= before.get(url, 0.0)]
+        phase = max(rose) if rose else None
+        above = max(flat) if flat and (phase is None or max(flat) > phase) else None
+        return cls(phase, max(after.values()) if after else None, above)
 
 
 def minus(after: Buckets, before: Buckets) -> Buckets:
@@ -662,6 +819,8 @@ class LatencyResult:
     batch_seconds: HistogramFigures
     e2e_buckets: Buckets = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)
+    e2e_max: PhaseMax = field(default_factory=lambda: PhaseMax(None, None, None))
+    e2e_per_process: list[int] = field(default_factory=list)  # events, per grader endpoint
 
     def client_ms(self, q: float) -> float | None:
         """A quantile (nearest rank; 1.0 = max) of ingest's response time seen by the client."""
@@ -680,21 +839,26 @@ class LatencyResult:
 class Snapshot:
     """The histograms at one moment."""
 
-    e2e: Buckets
+    e2e: Buckets  # summed over the grader endpoints
     e2e_sum: float
     ingest: Buckets
     batch_size: Buckets
     batch_seconds: Buckets
+    e2e_max: dict[str, float]  # URL -> its max gauge
+    e2e_counts: dict[str, float]  # URL -> its end-to-end count
 
 
 async def snapshot(client: httpx.AsyncClient, system: System, route: str) -> Snapshot:
     """Scrape the grader endpoints' end-to-end histogram and ingest's latency histogram."""
-    texts = await scrape_all(client, system.metrics_urls)
+    each = await scrape_each(client, system.metrics_urls)
+    texts = list(each.values())
     ingest = await scrape_all(client, [f"{system.urls['ingest']}/metrics"])
     e2e_sum = sum(metric_sum(t, f"{E2E}_sum") or 0.0 for t in texts)
+    counts = {url: metric_sum(text, f"{E2E}_count") or 0.0 for url, text in each.items()}
     return Snapshot(histogram(texts, E2E), e2e_sum,
                     histogram(ingest, INGEST_LATENCY, {"route": route}),
-                    histogram(texts, BATCH_SIZE), histogram(texts, BATCH_SECONDS))
+                    histogram(texts, BATCH_SIZE), histogram(texts, BATCH_SECONDS),
+                    gauges(each, E2E_MAX), counts)
 
 
 async def measured_load(client: httpx.AsyncClient, system: System, ids: list[str],
@@ -722,8 +886,7 @@ async def measured_load(client: httpx.AsyncClient, system: System, ids: list[str
         pool.close()
     cpu = meter.shares()
     await wait_e2e(client, system, before, stats.accepted)
-    result = figures(stats, before, await snapshot(client, system, route),
-                     await scrape_all(client, system.metrics_urls))
+    result = figures(stats, before, await snapshot(client, system, route))
     result.cpu = cpu
     return result
 
@@ -737,17 +900,19 @@ async def wait_e2e(client: httpx.AsyncClient, system: System, before: Snapshot,
     await wait_count(client, count, int(before.e2e.get(math.inf, 0)) + accepted, "e2e observed")
 
 
-def figures(stats: SendStats, before: Snapshot, after: Snapshot,
-            texts: list[str]) -> LatencyResult:
+def figures(stats: SendStats, before: Snapshot, after: Snapshot) -> LatencyResult:
     """The phase's figures from the sender's stats and the before/after histograms."""
     e2e = minus(after.e2e, before.e2e)
     count = e2e.get(math.inf, 0.0)
     mean = (after.e2e_sum - before.e2e_sum) / count if count else None
+    top = PhaseMax.of(before.e2e_max, after.e2e_max)
     return LatencyResult(stats, HistogramFigures.of(minus(after.ingest, before.ingest)),
-                         HistogramFigures.of(e2e, gauge_max(texts, E2E_MAX)), mean,
+                         HistogramFigures.of(e2e, top.phase), mean,
                          HistogramFigures.of(minus(after.batch_size, before.batch_size)),
                          HistogramFigures.of(minus(after.batch_seconds, before.batch_seconds)),
-                         e2e)
+                         e2e, e2e_max=top, e2e_per_process=[
+                             int(n - before.e2e_counts.get(url, 0.0))
+                             for url, n in after.e2e_counts.items()])
 
 
 def ms(seconds: float | None) -> str:
@@ -779,10 +944,15 @@ def show_latency(r: LatencyResult, label: str) -> None:
           f"{r.client_ms(0.99) or 0:,.1f} ms  max {r.client_ms(1.0) or 0:,.1f} ms")
     print(f"    ingest response, its histogram: p50 {ms(r.ingest.p50)} ms  p99 "
           f"{ms(r.ingest.p99)} ms  max bucket <= {ms(r.ingest.max_bound)} ms")
-    e = r.e2e
-    gauge = f"  max gauge {ms(e.max_gauge)} ms" if e.max_gauge is not None else ""
-    print(f"    202 -> tier applied ({e.count:,} events): p50 {ms(e.p50)} ms  p99 {ms(e.p99)} ms"
-          f"  max bucket <= {ms(e.max_bound)} ms  mean {ms(r.e2e_mean)} ms{gauge}")
+    e, top = r.e2e, r.e2e_max
+    gauge = f"  max gauge {ms(top.phase)} ms (max over consumers of those that rose)"
+    if top.bounded_by is not None:
+        gauge += (f"; a consumer's gauge did not rise: its phase max is <= its earlier "
+                  f"{ms(top.bounded_by)} ms")
+    split = " + ".join(f"{n:,}" for n in r.e2e_per_process)
+    print(f"    202 -> tier applied ({e.count:,} events = {split} per consumer): p50 "
+          f"{ms(e.p50)} ms  p99 {ms(e.p99)} ms  max bucket <= {ms(e.max_bound)} ms  mean "
+          f"{ms(r.e2e_mean)} ms{gauge}")
     print(f"    202 -> tier applied, events per bucket: {show_buckets(r.e2e_buckets)}")
     b, t = r.batch_size, r.batch_seconds
     print(f"    grader batches: {b.count:,}, size p50 ~{b.p50 or 0:,.0f} events, time p50 "
@@ -1025,6 +1195,7 @@ async def machine_facts(system: System, args: argparse.Namespace) -> None:
     print(f"options: {args.customers:,} customers, {args.rate:,.0f} events/s for "
           f"{args.seconds:g}s ({'one event per POST' if args.single else 'a batch every 10 ms'})"
           f", lookups {args.connections} conns x {args.lookup_seconds}s with {args.tool}; "
+          f"grader: an API process and {len(system.consumer_urls)} consumer processes; "
           f"everything (system and load tools) on this machine", flush=True)
 
 
@@ -1049,7 +1220,10 @@ def table_rows() -> list[tuple[str, Getter]]:
         ("steady: 202->applied p99 ms", lambda r: s(r.latency.e2e.p99)),
         ("steady: 202->applied max bucket ms", lambda r: s(r.latency.e2e.max_bound)),
         ("steady: 202->applied max gauge ms", lambda r: s(r.latency.e2e.max_gauge)),
-        ("steady: grader CPU, cores", lambda r: r.latency.cpu.get("grader")),
+        ("  (max gauge since start, all phases)", lambda r: s(r.latency.e2e_max.lifetime)),
+        ("steady: 202->applied mean ms", lambda r: s(r.latency.e2e_mean)),
+        ("steady: grader consumers CPU, cores", lambda r: consumers_cpu(r.latency.cpu)),
+        ("steady: grader API CPU, cores", lambda r: r.latency.cpu.get("grader-api")),
         ("steady: postgres CPU, cores", lambda r: r.latency.cpu.get("postgres")),
         ("steady: other processes CPU, cores", lambda r: r.latency.cpu.get("other")),
         ("w/ lookups: ingest p99 ms (client)", lambda r: r.busy.client_ms(0.99)),
@@ -1068,7 +1242,8 @@ def lookup_rows(label: str, pick: Callable[[RunResult], dict[str, LookupResult]]
         return lambda r: getattr(pick(r)[kind], attr) if kind in pick(r) else None
     return [(f"{label}: req/s", get("rps")), (f"{label}: p50 ms", get("p50_ms")),
             (f"{label}: p99 ms", get("p99_ms")), (f"{label}: max ms", get("max_ms")),
-            (f"{label}: non-2xx", get("non_2xx"))]
+            (f"{label}: non-2xx", get("non_2xx")),
+            (f"{label}: socket errors/timeouts", get("errors"))]
 
 
 def report(results: list[RunResult]) -> None:
@@ -1081,8 +1256,10 @@ def report(results: list[RunResult]) -> None:
         median = statistics.median(known) if known else None
         cells = "".join(f"{fmt(v):>11}" for v in values)
         print(f"{label:<40}{cells}{fmt(median):>11}")
-    print("202->applied: from the grader's histogram delta; p50/p99 interpolated linearly "
-          "inside the bucket, max = upper bound of the highest non-empty bucket.")
+    print("202->applied: from the grader consumers' histograms (summed), delta over the "
+          "phase; p50/p99 interpolated linearly inside the bucket, max bucket = upper bound of "
+          "the highest non-empty bucket; max gauge = the largest per-consumer max that rose "
+          "during the phase ('-': none rose, the phase's max is below an earlier one).")
 
 
 def fmt(value: float | None) -> str:
@@ -1132,9 +1309,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--graded-by", choices=("distribution", "metrics"), default="distribution",
                    help="how to know the load is graded: customer count, or events_total")
     p.add_argument("--metrics-url", action="append", metavar="URL",
-                   help="a grader metrics endpoint (repeat; default: the grader's /metrics)")
-    p.add_argument("--metrics-from-banner", action="store_true",
-                   help="scrape every /metrics URL that `tierflow up` prints")
+                   help="a grader metrics endpoint (repeat; default: every grader consumer's "
+                        "/metrics, where its log says it serves)")
     p.add_argument("--keep", action="store_true", help="keep the work dir (data, logs)")
     args = p.parse_args()
     quick = {"customers": 2000, "seconds": 10.0, "lookup_seconds": 5}
