@@ -435,8 +435,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=2_000_000)
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--consumers", type=int, default=1,
-                        help="grader consumer processes (1: in this process, timeable)")
+    parser.add_argument("--consumers", type=int, default=2,
+                        help="grader consumer processes, as `tierflow up` runs them (1: in "
+                             "this process, which --breakdown and --profile need)")
     parser.add_argument("--per-event", type=int, default=3_000,
                         help="events the one-transaction-per-event consumer grades")
     parser.add_argument("--profile", metavar="PATH", default="",
@@ -447,7 +448,11 @@ def parse_args() -> argparse.Namespace:
                         help="the memory check: RSS while grading --memory-events events")
     parser.add_argument("--memory-events", type=int, default=10_000_000)
     parser.add_argument("--memory-budget-mb", type=int, default=256)
-    return parser.parse_args()
+    args = parser.parse_args()
+    if (args.breakdown or args.profile) and args.consumers != 1:
+        print("--breakdown and --profile time the grader in this process: --consumers 1")
+        args.consumers = 1
+    return args
 
 
 def main() -> None:
