@@ -51,7 +51,7 @@ from shared.events import parse_event
 from shared.kafka import ensure_topics, make_consumer, make_producer
 from shared.settings import GraderSettings
 from tests.bench import breakdown
-from tests.bench.processes import GraderProcesses
+from tests.bench.processes import GraderProcesses, cpu_report, cpu_seconds
 
 PARTITIONS = 12
 DEADLINE_S = 1200.0
@@ -362,8 +362,10 @@ async def in_processes(settings: GraderSettings, args: argparse.Namespace, tag: 
     graders = GraderProcesses(settings, args.consumers)
     await graders.start()
     try:
+        before = cpu_seconds(graders)
         cold = await graders.until(args.events, "cold", deadline_s=DEADLINE_S)
-        print(f"  grader x{args.consumers}, cold: {cold:,.0f} events/s", flush=True)
+        print(f"  grader x{args.consumers}, cold: {cold:,.0f} events/s; "
+              f"{cpu_report(before, cpu_seconds(graders), args.events)}", flush=True)
         await produce_timed(settings, make_events(args.events, args.customers, tag, "w"))
         warm = await graders.until(2 * args.events, "warm", deadline_s=DEADLINE_S)
         print(f"  grader x{args.consumers}, warm: {warm:,.0f} events/s", flush=True)

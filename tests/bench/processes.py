@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 from shared.embedded import free_port
 from shared.settings import GraderSettings
@@ -83,3 +84,25 @@ class GraderProcesses:
                     print(f"    {label}: {done:,}/{target:,} committed", flush=True)
                 await asyncio.sleep(0.02)  # polling interval of a deadline-bounded wait
         return (target - start) / (time.perf_counter() - (first or time.perf_counter()))
+
+
+def cpu_seconds(graders: GraderProcesses) -> dict[str, float]:
+    """CPU seconds used so far by the grader processes, PostgreSQL and the broker."""
+    pids = {s.proc.pid for s in graders.services if s.proc is not None}
+    used = {"graders": 0.0, "postgres": 0.0, "broker": 0.0}
+    for proc in psutil.process_iter(["name", "pid", "cpu_times"]):
+        times = proc.info["cpu_times"]
+        if times is None:
+            continue
+        name = proc.info["name"] or ""
+        kind = ("graders" if proc.info["pid"] in pids else "postgres" if name == "postgres"
+                else "broker" if name.startswith("tansu") else "")
+        if kind:
+            used[kind] += times.user + times.system
+    return used
+
+
+def cpu_report(before: dict[str, float], after: dict[str, float], events: int) -> str:
+    """Microseconds of CPU per event, by process kind."""
+    return ", ".join(f"{kind} {(after[kind] - before[kind]) / events * 1e6:.1f}"
+                     for kind in after) + " us of CPU per event"
