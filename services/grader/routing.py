@@ -7,7 +7,7 @@ from functools import lru_cache
 from aiokafka.partitioner import murmur2
 
 
-@lru_cache(maxsize=1 << 18)
+@lru_cache(maxsize=1 << 16)
 def owner_partition(customer_id: str, partitions: int) -> int:
     """murmur2 of the UTF-8 key, as the Java client and aiokafka's default partitioner do
     (librdkafka-based clients need `partitioner=murmur2_random` to agree)."""

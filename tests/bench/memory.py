@@ -14,10 +14,11 @@ import sys
 import uuid
 from pathlib import Path
 
+from shared.kafka import ensure_topics
 from tests.bench.bench_grader import Grader, make_events, produce, run_settings
 
 CHUNK = 500_000
-CUSTOMERS_PER_EVENT = 10  # 10M events -> 1M customers: far more than the budget holds
+CUSTOMERS_PER_EVENT = 50  # 10M events -> 200,000 customers: far more than the budget holds
 
 
 def rss_mib() -> float:
@@ -34,6 +35,7 @@ async def memory_check(db_url: str, bootstrap: str, args: argparse.Namespace) ->
     tag = uuid.uuid4().hex[:8]
     customers = max(args.memory_events // CUSTOMERS_PER_EVENT, 1)
     settings = run_settings(db_url, bootstrap, tag, state_memory_mb=args.memory_budget_mb)
+    await ensure_topics(settings)  # before the consumer subscribes (and auto-creates it)
     grader = Grader(settings)
     await grader.start()
     print(f"memory check: {args.memory_events:,} events, {customers:,} customers, "
