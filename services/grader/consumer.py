@@ -446,10 +446,11 @@ class Consumer:
         if not self.pending.empty():
             await self._checkpoint()
         elif now - self.last_prune >= PRUNE_EVERY_S:
-            self.last_prune = now
             before = self.clock().date() - timedelta(days=self.settings.dedupe_days)
             pruned = await repo.prune_seen(self.conn, before=before, limit=PRUNE_CHUNK)
             self.metrics.dedupe_pruned.inc(pruned)
+            if pruned < PRUNE_CHUNK:  # a full chunk: more are due, go on at the next idle poll
+                self.last_prune = now
 
     async def _sweep_chunk(self) -> None:
         """Re-grade the next chunk of one partition's customers that a newer policy or the
