@@ -63,10 +63,19 @@ def distribution_table(doc: dict[str, Any], *, width: int = 30) -> list[str]:
     return lines
 
 
-async def sample_graded(client: httpx.AsyncClient, grader_url: str, samples: list[Sample]) -> None:
-    """Record the grader's consumed-events counter a few times a second, until cancelled."""
+async def graded(client: httpx.AsyncClient, consumer_urls: list[str]) -> float | None:
+    """Events the grader's consumers have consumed, all together (None: none answered)."""
+    counts = [await read_metric(client, url, GRADED) for url in consumer_urls]
+    answered = [count for count in counts if count is not None]
+    return sum(answered) if answered else None
+
+
+async def sample_graded(client: httpx.AsyncClient, consumer_urls: list[str],
+                        samples: list[Sample]) -> None:
+    """Record the consumers' consumed-events counters a few times a second, until
+    cancelled."""
     while True:
-        count = await read_metric(client, grader_url, GRADED)
+        count = await graded(client, consumer_urls)
         if count is not None:
             samples.append((time.monotonic(), count))
         await asyncio.sleep(0.25)  # sampling interval; the caller bounds the wait
@@ -136,16 +145,16 @@ async def play(system: Supervisor, client: httpx.AsyncClient, options: DemoOptio
 async def send_and_grade(system: Supervisor, client: httpx.AsyncClient,
                          events: list[dict[str, Any]], *, concurrency: int) -> Timings:
     """Send through ingest while sampling the grader's counter; return once all are graded."""
-    grader = system.url("grader")
-    baseline = await read_metric(client, grader, GRADED) or 0.0
+    consumers = system.consumer_urls()
+    baseline = await graded(client, consumers) or 0.0
     samples: list[Sample] = []
-    sampler = asyncio.create_task(sample_graded(client, grader, samples))
+    sampler = asyncio.create_task(sample_graded(client, consumers, samples))
     try:
         report, started, sent_at = await _send(client, system.url("ingest"), events, concurrency)
         graded_at = await wait_graded(
             samples, baseline=baseline, events=report.accepted, started=started,
             within=max(120.0, len(events) / 200),
-            grader_log=str(system.procs["grader"].log_path))
+            grader_log=str(system.options.data_dir / "logs" / "grader-consumer-*.log"))
     finally:
         sampler.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -110,6 +110,10 @@ class Supervisor:
         port = getattr(self.ports, service)
         return f"http://{client_host(self.settings.host)}:{port}"
 
+    def consumer_urls(self) -> list[str]:
+        """Base URLs of the grader's consumer processes (their health and metrics)."""
+        return [p.base_url for name, p in self.procs.items() if name.startswith("grader-")]
+
     @property
     def infra_settings(self) -> CommonSettings:
         """The settings with the database and broker actually in use."""
@@ -245,7 +249,7 @@ class Supervisor:
         rest = [p for name, p in self.procs.items() if name != "ingest"]
         if rest and not self._skip_drain and all(p.alive for p in rest):
             await drain(
-                lag_urls=[p.base_url for n, p in self.procs.items() if n.startswith("grader-")],
+                lag_urls=self.consumer_urls(),
                 outbox_url=self.procs["notifier"].base_url if "notifier" in self.procs else None,
                 within=self.options.drain_timeout, forced=lambda: self.stop.forced,
                 out=self.out, memory_broker="kafka_bootstrap" not in self.settings.model_fields_set,
