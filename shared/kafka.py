@@ -8,10 +8,18 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.partitioner import murmur2
 
 from shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner picks for `key`: murmur2, as the Java client
+    and aiokafka do (librdkafka-based clients need `partitioner=murmur2_random` to agree)."""
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
 
 
 def make_producer(settings: CommonSettings, *, client_id: str) -> AIOKafkaProducer:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from typing import Literal
 
 import orjson
+from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -129,6 +131,40 @@ class NotifierSettings(CommonSettings):
     relay_batch: int = Field(default=1000, ge=1)
     relay_idle_ms: int = Field(default=100, ge=1)
     produce_timeout_s: float = Field(default=10.0, gt=0)
+    # Fernet keys (comma-separated; the first encrypts) for the webhook signing secrets.
+    # Without one the notifier relays to the topic but cannot create subscriptions.
+    webhook_secrets_key: SecretStr | None = None
+    # Networks webhooks may reach although they are not public (`tierflow up` allows
+    # loopback): comma-separated CIDRs. Everything else non-public is refused.
+    webhook_allowed_networks: str = ""
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=60)
+    # Attempts in flight per subscription (each subscription has its own connections).
+    webhook_concurrency: int = Field(default=32, ge=1, le=1000)
+    # How often a subscription looks for retries that came due (new deliveries wake it).
+    webhook_poll_ms: int = Field(default=1000, ge=10)
+
+    @field_validator("webhook_secrets_key")
+    @classmethod
+    def _webhook_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            for number, part in enumerate(value.get_secret_value().split(","), start=1):
+                try:
+                    Fernet(part.strip().encode())
+                except ValueError:
+                    raise ValueError(
+                        f"key #{number} is not a Fernet key (32 url-safe base64-encoded bytes)"
+                    ) from None
+        return value
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(f"{part!r} is not a network (e.g. 10.0.0.0/8)") from None
+        return value
 
 
 def settings_error(exc: ValidationError) -> str:

@@ -1,32 +1,46 @@
-"""The notifier's composition root: the relay as a supervised background task, health routes."""
+"""The notifier's composition root: the outbox relay, webhook delivery, the subscriptions
+API and health routes."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import asyncpg
+from aiohttp.abc import AbstractResolver
+from aiohttp.resolver import ThreadedResolver
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from services.notifier.api import subscriptions
+from services.notifier.api.subscriptions import Webhooks
 from services.notifier.health import broker_ready, database_ready
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.relay import Relay
 from services.notifier.sender import KafkaSender
+from services.notifier.webhooks import store
+from services.notifier.webhooks.addresses import UrlGuard, parse_networks
+from services.notifier.webhooks.dispatcher import Clock, Dispatcher, jitter, utc_now
+from services.notifier.webhooks.vault import Vault
 from shared.db import engine as db
-from shared.db.engine import make_engine
-from shared.http import health_router, install_problem_handlers
+from shared.db.engine import SERVER_SETTINGS, asyncpg_dsn, make_engine
+from shared.http import ApiKeys, health_router, install_problem_handlers
 from shared.kafka import make_producer
 from shared.settings import NotifierSettings
 from shared.tasks import supervise
 
 log = logging.getLogger(__name__)
 
+POOL_SIZE = 4
 
 
-def build_relay(settings: NotifierSettings, metrics: NotifierMetrics) -> Relay:
+def build_relay(
+    settings: NotifierSettings, metrics: NotifierMetrics, *, clock: Clock = utc_now,
+    on_deliveries: Callable[[], None] = lambda: None,
+) -> Relay:
     """The relay wired to the settings' database and broker."""
     url = settings.database_url.get_secret_value()
 
@@ -38,40 +52,85 @@ def build_relay(settings: NotifierSettings, metrics: NotifierMetrics) -> Relay:
 
     return Relay(
         connect=lambda: db.connect(url), sender_factory=sender, metrics=metrics,
-        batch=settings.relay_batch, idle_s=settings.relay_idle_ms / 1000,
+        batch=settings.relay_batch, idle_s=settings.relay_idle_ms / 1000, clock=clock,
+        on_deliveries=on_deliveries,
     )
 
 
-def create_app(settings: NotifierSettings) -> FastAPI:
-    """The notifier app; its lifespan starts and stops the relay."""
+async def listen(url: str, dispatcher: Dispatcher) -> None:
+    """Wake the dispatcher when another process queues deliveries or edits subscriptions
+    (an optimisation: the dispatcher also polls)."""
+    conn = await db.connect(url)
+    try:
+        await conn.add_listener(store.NOTIFY_DELIVERIES, lambda *_: dispatcher.wake())
+        await conn.add_listener(store.NOTIFY_SUBSCRIPTIONS, lambda *_: dispatcher.reload())
+        while not conn.is_closed():
+            await asyncio.sleep(1.0)
+            await conn.execute("SELECT 1", timeout=5.0)  # notice a dead connection
+    finally:
+        conn.terminate()
+
+
+def create_app(
+    settings: NotifierSettings, *, clock: Clock = utc_now,
+    resolver: Callable[[], AbstractResolver] = ThreadedResolver,
+    spread: Callable[[], float] = jitter,
+) -> FastAPI:
+    """The notifier app; its lifespan starts and stops the relay and the dispatcher.
+    `clock`, `resolver` and `spread` are the seams tests use (time, DNS, retry jitter)."""
     registry = CollectorRegistry()
     metrics = NotifierMetrics.create(registry)
-    relay = build_relay(settings, metrics)
-    engine = make_engine(settings.database_url.get_secret_value(), pool_size=1)
-    tasks: list[asyncio.Task[None]] = []
+    url = settings.database_url.get_secret_value()
+    key = settings.webhook_secrets_key
+    webhooks = Webhooks(vault=None if key is None else Vault(key.get_secret_value()),
+                        clock=clock)
+    engine = make_engine(url, pool_size=1)
+    tasks: dict[str, asyncio.Task[None]] = {}
 
     async def ready() -> dict[str, bool]:
         return {
             "database": await database_ready(engine),
             "broker": await broker_ready(settings.kafka_bootstrap),
-            "relay": bool(tasks) and not tasks[0].done(),
+            "relay": "relay" in tasks and not tasks["relay"].done(),
         }
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        relaying = supervise(relay.run, name="relay", delay=1.0)
-        tasks.append(asyncio.create_task(relaying, name="relay"))
+        if webhooks.vault is None:
+            log.warning("TIERFLOW_WEBHOOK_SECRETS_KEY is not set: tier changes go to the"
+                        " topic, but webhook subscriptions cannot be created")
+        webhooks.guard = UrlGuard(resolver(), parse_networks(settings.webhook_allowed_networks))
+        webhooks.pool = await asyncpg.create_pool(
+            asyncpg_dsn(url), min_size=1, max_size=POOL_SIZE, server_settings=SERVER_SETTINGS
+        )
+        dispatcher = Dispatcher(
+            pool=webhooks.pool, vault=webhooks.vault, guard=webhooks.guard, metrics=metrics,
+            clock=clock, spread=spread, timeout_s=settings.webhook_timeout_s,
+            concurrency=settings.webhook_concurrency, poll_s=settings.webhook_poll_ms / 1000,
+        )
+        relay = build_relay(settings, metrics, clock=clock, on_deliveries=dispatcher.wake)
+        loops = {"relay": relay.run, "webhooks": dispatcher.run,
+                 "listener": lambda: listen(url, dispatcher)}
+        for name, run in loops.items():
+            tasks[name] = asyncio.create_task(supervise(run, name=name, delay=1.0), name=name)
         try:
             yield
         finally:
-            task = tasks.pop()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks.values():
+                task.cancel()
+            for task in tasks.values():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            tasks.clear()
+            await webhooks.pool.close()
+            await webhooks.guard.resolver.close()
             await engine.dispose()
 
     app = FastAPI(title="tierflow notifier", lifespan=lifespan)
     install_problem_handlers(app)
     app.include_router(health_router(registry, ready))
+    keys = ApiKeys(settings.key_scopes())
+    app.include_router(subscriptions.router, dependencies=[keys.dependency("admin")])
     app.state.metrics = metrics
+    app.state.webhooks = webhooks
     return app

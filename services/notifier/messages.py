@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
+
+import orjson
+
+from services.notifier.webhooks.filters import Change
 
 MESSAGE_ID_HEADER = "tierflow-message-id"
 TYPE_HEADER = "tierflow-type"
@@ -52,12 +55,14 @@ def message_bytes(payload: str) -> bytes:
     return payload.encode()
 
 
-def acked_prefix(acked: Sequence[bool]) -> int:
-    """How many rows, in id order, were acknowledged before the first one that was not."""
-    for index, ok in enumerate(acked):
-        if not ok:
-            return index
-    return len(acked)
+def change_of(row: OutboxRow) -> Change:
+    """What a subscription's filter looks at (the tier and direction are read from the
+    message; nothing is re-serialised)."""
+    message = orjson.loads(row.payload)
+    return Change(
+        id=row.id, customer_id=row.customer_id, kind=row.kind, ladder=row.ladder,
+        to_tier=message.get("to_tier"), direction=message.get("direction", ""),
+    )
 
 
 def backoff_delay(failures: int) -> float:

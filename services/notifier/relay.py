@@ -14,8 +14,10 @@ from typing import Protocol
 import asyncpg
 from aiokafka.errors import KafkaError
 
-from services.notifier.messages import OutboxRow, acked_prefix, backoff_delay, relay_seconds
+from services.notifier.messages import OutboxRow, backoff_delay, change_of, relay_seconds
 from services.notifier.metrics import NotifierMetrics
+from services.notifier.webhooks import store
+from services.notifier.webhooks.filters import fan_out
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,11 @@ class Relay:
     def __init__(
         self, *, connect: Connect, sender_factory: Callable[[], Sender],
         metrics: NotifierMetrics, batch: int, idle_s: float,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_deliveries: Callable[[], None] = lambda: None,
     ) -> None:
+        self._clock = clock
+        self._on_deliveries = on_deliveries
         self._connect = connect
         self._sender_factory = sender_factory
         self._metrics = metrics
@@ -127,12 +133,23 @@ class Relay:
             raise asyncpg.InterfaceError("the relay's lock connection is closed")
         acked = await sender.send(rows)
         self._observe(rows, acked)
-        sent = acked_prefix(acked)
+        sent = [row for row, ok in zip(rows, acked, strict=True) if ok]
         if sent:
-            await conn.execute(
-                MARK_SENT, [row.id for row in rows[:sent]], timeout=QUERY_TIMEOUT_S
-            )
-        return Outcome.DONE if sent == len(rows) else Outcome.FAILED
+            await self._mark_sent(conn, sent)
+        return Outcome.DONE if len(sent) == len(rows) else Outcome.FAILED
+
+    async def _mark_sent(self, conn: asyncpg.Connection, rows: Sequence[OutboxRow]) -> None:
+        """Mark the rows sent and queue a webhook delivery for each matching subscription,
+        in one transaction: the webhook body is then exactly the message on the topic."""
+        async with asyncio.timeout(QUERY_TIMEOUT_S), conn.transaction():
+            await conn.execute(MARK_SENT, [row.id for row in rows])
+            subscriptions = [(s.id, s.filter) for s in await store.list_subscriptions(conn)]
+            if subscriptions:
+                changes = [change_of(row) for row in rows]
+                deliveries = fan_out(changes, subscriptions)
+                await store.add_deliveries(conn, deliveries, at=self._clock())
+        if subscriptions:
+            self._on_deliveries()
 
     def _observe(self, rows: Sequence[OutboxRow], acked: Sequence[bool]) -> None:
         now = datetime.now(UTC)

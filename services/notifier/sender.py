@@ -1,4 +1,5 @@
-"""Produce a batch of outbox rows with one long-lived producer; report which the broker acked."""
+"""Produce outbox rows partition by partition, one batch at a time, so a failure never
+lets a later message of a customer reach the topic before an earlier one."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any, Protocol
 from aiokafka.errors import KafkaError
 
 from services.notifier.messages import OutboxRow, to_record
+from shared.kafka import key_partition
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +26,21 @@ class Producer(Protocol):
 
     async def stop(self) -> None: ...
 
-    async def send(
-        self, topic: str, value: bytes, *, key: bytes, headers: list[tuple[str, bytes]]
+    async def partitions_for(self, topic: str) -> set[int]: ...
+
+    def create_batch(self) -> Any: ...
+
+    async def send_batch(
+        self, batch: Any, topic: str, *, partition: int
     ) -> asyncio.Future[Any]: ...
 
 
 class KafkaSender:
-    """Sends rows in order with one producer, so each partition keeps the rows' order."""
+    """Sends each partition's rows as consecutive batches, the next only after the previous
+    one is acknowledged. A batch is appended by the broker whole or not at all, so when one
+    fails nothing after it is sent: the rows are retried later from there, in order.
+    (Without the idempotent producer, which Tansu lacks, queued batches could otherwise land
+    after a failed one, and a reader would see a customer's sequence 6 before 5.)"""
 
     def __init__(
         self, *, topic: str, timeout_s: float, producer_factory: Callable[[], Producer]
@@ -41,25 +51,60 @@ class KafkaSender:
         self._producer: Producer | None = None
 
     async def send(self, rows: Sequence[OutboxRow]) -> list[bool]:
-        """Produce every row in order and wait for the acks; `True` where the broker acked."""
+        """`True` for each row the broker acknowledged; per partition, those are a prefix."""
+        acked = [False] * len(rows)
         try:
             producer = await self._started()
+            count = len(await producer.partitions_for(self._topic))
         except KafkaError as exc:
             log.warning("broker unavailable: %r", exc)
-            return [False] * len(rows)
-        futures: list[asyncio.Future[Any]] = []
+            return acked
+        queues: dict[int, list[int]] = {}
+        for index, row in enumerate(rows):
+            queues.setdefault(key_partition(row.customer_id.encode(), count), []).append(index)
         try:
             async with asyncio.timeout(self._timeout_s):
-                for row in rows:
-                    record = to_record(row)
-                    futures.append(await producer.send(
-                        self._topic, record.value, key=record.key, headers=record.headers
-                    ))
-                await asyncio.wait(futures)
+                while queues:
+                    await self._wave(producer, rows, queues, acked)
         except (TimeoutError, KafkaError) as exc:
-            log.warning("producing %d tier changes failed: %r", len(rows), exc)
-        acked = [_settle(future) for future in futures]
-        return acked + [False] * (len(rows) - len(acked))
+            log.warning("producing %d tier changes failed: %r", acked.count(False), exc)
+        return acked
+
+    async def _wave(
+        self, producer: Producer, rows: Sequence[OutboxRow], queues: dict[int, list[int]],
+        acked: list[bool],
+    ) -> None:
+        """One batch per partition, all in flight together; a partition that fails stops."""
+        sent: dict[int, tuple[asyncio.Future[Any], list[int]]] = {}
+        for partition, queue in list(queues.items()):
+            batch = producer.create_batch()
+            taken = 0
+            for index in queue:
+                record = to_record(rows[index])
+                if batch.append(
+                    timestamp=None, key=record.key, value=record.value, headers=record.headers
+                ) is None:
+                    break
+                taken += 1
+            if taken == 0:  # a message larger than a batch: it cannot be produced at all
+                log.error("tier change %s is too large to produce", rows[queue[0]].message_id)
+                del queues[partition]
+                continue
+            future = await producer.send_batch(batch, self._topic, partition=partition)
+            sent[partition] = (future, queue[:taken])
+            queues[partition] = queue[taken:]
+        if sent:
+            await asyncio.wait([future for future, _ in sent.values()])
+        for partition, (future, indexes) in sent.items():
+            if _acked(future):
+                for index in indexes:
+                    acked[index] = True
+                if not queues[partition]:
+                    del queues[partition]
+            else:
+                log.warning("producing to partition %d failed: %r", partition,
+                            None if future.cancelled() else future.exception())
+                del queues[partition]
 
     async def close(self) -> None:
         """Stop the producer (flushing what it still holds, within a bound)."""
@@ -79,12 +124,8 @@ class KafkaSender:
         return self._producer
 
 
-def _settle(future: asyncio.Future[Any]) -> bool:
-    """Whether the broker acked; a pending ack is given up on (it may still land: a duplicate)."""
-    if not future.done():
-        future.cancel()  # aiokafka ignores a cancelled future; this only drops our interest
-        return False
-    return not future.cancelled() and future.exception() is None
+def _acked(future: asyncio.Future[Any]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
 
 
 async def _stop_quietly(producer: Producer) -> None:

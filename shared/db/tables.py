@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Date,
     DateTime,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -110,3 +112,68 @@ jobs = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
+
+# Webhook subscriptions (the notifier's). Secrets are stored encrypted with the
+# notifier's key (services/notifier/webhooks/vault.py), never in plain text.
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("url", Text, nullable=False),
+    # {"ladders", "to_tiers", "directions", "types"}: a list each, or absent for "any".
+    Column("filter", JSONB, nullable=False),
+    Column("secret", LargeBinary, nullable=False),
+    # After a rotation the previous secret signs too, until it expires.
+    Column("previous_secret", LargeBinary),
+    Column("previous_expires_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# One row per (subscription, tier change): the delivery and where its attempts stand.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column(
+        "subscription_id", UUID(as_uuid=True),
+        ForeignKey("subscriptions.id", ondelete="CASCADE"), nullable=False,
+    ),
+    Column(
+        "change_id", BigInteger, ForeignKey("tier_changes.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    # The lane a delivery waits in: one customer's changes on one ladder go in order.
+    Column("customer_id", Text, nullable=False),
+    Column("ladder", Text, nullable=False),
+    # pending, delivered or failed.
+    Column("status", Text, nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    # Set while one notifier process is attempting it: no other one takes it meanwhile.
+    Column("leased_until", DateTime(timezone=True)),
+    # An admin asked for one more attempt: a failure ends it as failed again.
+    Column("manual", Boolean, nullable=False, server_default=text("false")),
+    Column("last_attempt_at", DateTime(timezone=True)),
+    Column("last_status", Integer),
+    Column("last_error", Text),
+    Column("delivered_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+# A subscription's due deliveries, oldest first (the dispatcher's claim).
+Index(
+    "webhook_deliveries_due",
+    webhook_deliveries.c.subscription_id, webhook_deliveries.c.next_attempt_at,
+    webhook_deliveries.c.id,
+    postgresql_where=text("status = 'pending'"),
+)
+# Whether an earlier delivery of the same lane is still pending (order per lane).
+Index(
+    "webhook_deliveries_lane",
+    webhook_deliveries.c.subscription_id, webhook_deliveries.c.customer_id,
+    webhook_deliveries.c.ladder, webhook_deliveries.c.id,
+    postgresql_where=text("status = 'pending'"),
+)
+# A subscription's deliveries, newest first (the admin's list), and the change's.
+Index("webhook_deliveries_subscription", webhook_deliveries.c.subscription_id,
+      webhook_deliveries.c.id)
+Index("webhook_deliveries_change", webhook_deliveries.c.change_id)

@@ -21,6 +21,7 @@ from shared.settings import CommonSettings, GraderSettings, IngestSettings, Noti
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "tierflow.json"
 DATASOURCES = ROOT / "deploy" / "grafana" / "provisioning" / "datasources"
 
@@ -47,6 +48,7 @@ AGREED_METRICS = frozenset({
 SAMPLE_DOTENV = {
     "POSTGRES_PASSWORD": "pw",
     "TIERFLOW_API_KEYS": json.dumps({"k" * 32: ["admin"]}),
+    "TIERFLOW_WEBHOOK_SECRETS_KEY": "A" * 43 + "=",
 }
 INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z0-9_]+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count", "_created")
@@ -318,6 +320,20 @@ def test_dashboard_is_valid_and_shows_the_agreed_metrics(dashboard: dict[str, An
 
 def test_dashboard_metrics_are_defined_in_the_services(dashboard: dict[str, Any]) -> None:
     assert metric_problems(dashboard_metrics(dashboard), source_text()) == []
+
+
+def test_alert_rules_load_and_use_defined_metrics(
+    compose: dict[str, Any], prometheus: dict[str, Any]
+) -> None:
+    rules = load_yaml(ALERTS)
+    mounted = compose["services"]["prometheus"]["volumes"]
+    assert any(v.startswith("./deploy/prometheus/alerts.yml:") for v in mounted)
+    assert [f.rsplit("/", 1)[-1] for f in prometheus["rule_files"]] == ["alerts.yml"]
+    alerts = [rule for group in rules["groups"] for rule in group["rules"]]
+    assert {"TierflowWebhookSubscriptionFailing", "TierflowWebhookBacklogGrowing"} <= {
+        rule["alert"] for rule in alerts}
+    names = dashboard_metrics({"panels": [{"targets": alerts}]})
+    assert metric_problems(names, source_text()) == []
 
 
 def test_dockerfile_runs_tierflow_unprivileged() -> None:

@@ -1,4 +1,4 @@
-"""The pure part of the relay: records, the acked prefix, backoff, latency."""
+"""The pure part of the relay: records, what filters read, backoff, latency."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from services.notifier.messages import (
     MESSAGE_ID_HEADER,
     TYPE_HEADER,
     OutboxRow,
-    acked_prefix,
     backoff_delay,
+    change_of,
     relay_seconds,
     to_record,
 )
@@ -62,19 +62,11 @@ def test_numbers_keep_every_digit() -> None:
     assert to_record(row(payload=payload)).value == payload.encode()
 
 
-@pytest.mark.parametrize(
-    ("acked", "expected"),
-    [
-        ([], 0),
-        ([True, True, True], 3),
-        ([False, True, True], 0),
-        ([True, False, True], 1),
-        ([True, True, False], 2),
-        ([True, False, False], 1),
-    ],
-)
-def test_acked_prefix_stops_at_the_first_failure(acked: list[bool], expected: int) -> None:
-    assert acked_prefix(acked) == expected
+def test_change_of_reads_what_filters_need() -> None:
+    change = change_of(row())
+    assert (change.id, change.customer_id, change.kind, change.ladder) == (
+        7, "c-1042", "tier.changed", "tier")
+    assert (change.to_tier, change.direction) == ("vip", "up")
 
 
 def test_backoff_grows_exponentially_and_is_capped() -> None:

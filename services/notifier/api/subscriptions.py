@@ -1,0 +1,197 @@
+"""Webhook subscriptions (admin): create, list, get, delete, rotate the secret; deliveries."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+import asyncpg
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.notifier.webhooks import store
+from services.notifier.webhooks.addresses import AddressRefused, UrlGuard
+from services.notifier.webhooks.dispatcher import Clock
+from services.notifier.webhooks.filters import Filter
+from services.notifier.webhooks.signing import new_secret
+from services.notifier.webhooks.vault import Vault
+
+router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
+
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+@dataclass
+class Webhooks:
+    """What the routes need, set on `app.state.webhooks` by the composition root."""
+
+    vault: Vault | None
+    clock: Clock
+    guard: UrlGuard | None = None  # needs a running loop: made by the lifespan
+    pool: asyncpg.Pool | None = None
+
+
+async def get_webhooks(request: Request) -> Webhooks:
+    """The app's webhook wiring."""
+    webhooks: Webhooks = request.app.state.webhooks
+    return webhooks
+
+
+async def get_conn(request: Request) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection for one request."""
+    pool = (await get_webhooks(request)).pool
+    assert pool is not None  # noqa: S101 - the lifespan made it before serving
+    async with pool.acquire() as conn:
+        yield conn
+
+
+WebhooksDep = Annotated[Webhooks, Depends(get_webhooks)]
+ConnDep = Annotated[asyncpg.Connection, Depends(get_conn)]
+
+
+class FilterIn(BaseModel):
+    """Which changes to receive; an absent or null field accepts any value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ladders: list[Name] | None = Field(default=None, max_length=100)
+    to_tiers: list[Name] | None = Field(default=None, max_length=100)
+    directions: list[Literal["up", "down", "initial"]] | None = None
+    types: list[Literal["tier.changed", "tier.downgrade_scheduled"]] | None = None
+
+    def domain(self) -> Filter:
+        """As the filter the relay applies."""
+        return Filter.from_document(self.model_dump())
+
+
+class SubscriptionIn(BaseModel):
+    """A new subscription."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=1, max_length=2048)
+    filter: FilterIn = Field(default_factory=FilterIn)
+
+
+class RotateIn(BaseModel):
+    """How long the current secret keeps signing beside the new one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    previous_valid_for_s: int = Field(default=86_400, ge=0, le=7 * 86_400)
+
+
+class RetryIn(BaseModel):
+    """Which deliveries to try again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["failed"] = "failed"
+
+
+def _vault(webhooks: Webhooks) -> Vault:
+    if webhooks.vault is None:
+        raise HTTPException(
+            503, "Webhooks are not configured: set TIERFLOW_WEBHOOK_SECRETS_KEY on the notifier"
+        )
+    return webhooks.vault
+
+
+async def _found(conn: asyncpg.Connection, sid: uuid.UUID) -> store.Subscription:
+    subscription = await store.get_subscription(conn, sid)
+    if subscription is None:
+        raise HTTPException(404, "No such subscription")
+    return subscription
+
+
+@router.post("", status_code=201)
+async def create(body: SubscriptionIn, webhooks: WebhooksDep, conn: ConnDep) -> dict[str, Any]:
+    """Register a URL; the answer holds the signing secret, shown this once."""
+    vault = _vault(webhooks)
+    assert webhooks.guard is not None  # noqa: S101 - made by the lifespan
+    try:
+        await webhooks.guard.check(body.url)
+    except AddressRefused as exc:
+        raise HTTPException(422, f"The URL is refused: {exc}") from None
+    secret = new_secret()
+    subscription = await store.create_subscription(
+        conn, url=body.url, filter_=body.filter.domain(), sealed=vault.seal(secret),
+        at=webhooks.clock(),
+    )
+    return {**subscription.view(), "secret": secret}
+
+
+@router.get("")
+async def list_all(conn: ConnDep) -> dict[str, Any]:
+    """Every subscription (without secrets)."""
+    return {"items": [s.view() for s in await store.list_subscriptions(conn)]}
+
+
+@router.get("/{sid}")
+async def get_one(sid: uuid.UUID, conn: ConnDep) -> dict[str, Any]:
+    """One subscription (without its secret)."""
+    return (await _found(conn, sid)).view()
+
+
+@router.delete("/{sid}", status_code=204)
+async def delete(sid: uuid.UUID, conn: ConnDep) -> Response:
+    """Stop deliveries and forget the subscription and its deliveries."""
+    if not await store.delete_subscription(conn, sid):
+        raise HTTPException(404, "No such subscription")
+    return Response(status_code=204)
+
+
+@router.post("/{sid}/rotate-secret")
+async def rotate(
+    sid: uuid.UUID, webhooks: WebhooksDep, conn: ConnDep, body: RotateIn | None = None
+) -> dict[str, Any]:
+    """A new secret, shown this once; the current one signs too for a while."""
+    vault = _vault(webhooks)
+    valid_for = (body or RotateIn()).previous_valid_for_s
+    secret = new_secret()
+    until = webhooks.clock() + timedelta(seconds=valid_for)
+    subscription = await store.rotate_secret(
+        conn, sid, sealed=vault.seal(secret), previous_until=until
+    )
+    if subscription is None:
+        raise HTTPException(404, "No such subscription")
+    return {**subscription.view(), "secret": secret}
+
+
+@router.get("/{sid}/deliveries")
+async def deliveries(
+    sid: uuid.UUID, conn: ConnDep,
+    status: Literal["pending", "delivered", "failed"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[int | None, Query(ge=1)] = None,
+) -> dict[str, Any]:
+    """The subscription's deliveries, newest first; `next_cursor` pages back."""
+    await _found(conn, sid)
+    items = await store.list_deliveries(conn, sid, status=status, before=cursor, limit=limit)
+    next_cursor = items[-1]["id"] if len(items) == limit else None
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@router.post("/{sid}/deliveries/retry", status_code=202)
+async def retry_all(
+    sid: uuid.UUID, webhooks: WebhooksDep, conn: ConnDep, body: RetryIn | None = None
+) -> dict[str, Any]:
+    """One more attempt for every failed delivery."""
+    await _found(conn, sid)
+    return {"retried": await store.retry_failed(conn, sid, now=webhooks.clock())}
+
+
+@router.post("/{sid}/deliveries/{delivery_id}/retry", status_code=202)
+async def retry_one(
+    sid: uuid.UUID, delivery_id: int, webhooks: WebhooksDep, conn: ConnDep
+) -> dict[str, Any]:
+    """One more attempt for a failed (or already delivered) delivery."""
+    had = await store.retry_delivery(conn, sid, delivery_id, now=webhooks.clock())
+    if had is None:
+        raise HTTPException(404, "No such delivery")
+    if had == "pending":
+        raise HTTPException(409, "The delivery is still pending: it will be attempted")
+    return {"id": delivery_id, "status": "pending"}
