@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections import Counter
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 class StubResolver(AbstractResolver):
     """Answers from a table the test edits; an unknown name does not resolve."""
 
-    table: dict[str, list[str]] = {}
+    table: ClassVar[dict[str, list[str]]] = {}
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -71,7 +71,7 @@ def names() -> dict[str, list[str]]:
     ("http://127.0.0.1:9/", "127.0.0.1"),
     ("http://[::1]:9/", "::1"),
     ("http://[::ffff:127.0.0.1]/", "::ffff:7f00:1"),
-    ("http://0.0.0.0/", "0.0.0.0"),
+    ("http://0.0.0.0/", "0.0.0.0"),  # noqa: S104 - an address the guard must refuse
     ("http://169.254.169.254/", "169.254.169.254"),
     ("http://nowhere.test/", "does not resolve"),
     ("ftp://private.test/", "scheme"),

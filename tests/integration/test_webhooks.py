@@ -266,8 +266,9 @@ async def test_a_slow_receiver_does_not_delay_a_healthy_one(
         took = healthy.hits[-1].at - started
         # The slow receiver holds all its slots and has answered nothing yet.
         assert len(slow_receiver.hits) == 8 and slow_receiver.answered == []
-        print(f"healthy receiver: {count} deliveries {took * 1000:.0f} ms after the first"
-              f" change, while the slow one held {len(slow_receiver.hits)} requests open")
+        print(  # noqa: T201 - the measurement, shown with -s
+            f"healthy receiver: {count} deliveries {took * 1000:.0f} ms after the first"
+            f" change, while the slow one held {len(slow_receiver.hits)} requests open")
         release.set()
 
         async def slow_catches_up() -> None:

@@ -3,7 +3,6 @@ clock the test moves, and a notifier app run in-process against the real service
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable

@@ -6,7 +6,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import orjson
-import pytest
 
 from services.notifier.messages import (
     BACKOFF_CAP_S,
