@@ -18,9 +18,12 @@ from shared.cli.config import ClientSettings, CliError, resolve_key, setting_pro
 from shared.cli.output import warn
 from shared.errors import ConfigError, TierflowError
 
-SUBCOMMANDS = ("up", "demo", "ingest", "grader", "notifier", "migrate", "send", "policy")
+SUBCOMMANDS = ("up", "demo", "ingest", "grader", "notifier", "migrate", "send", "policy",
+               "subscriptions")
 SERVICES = ("ingest", "grader", "notifier")
 POLICY_ACTIONS = ("show", "validate", "simulate", "apply")
+DIRECTIONS = ("up", "down", "initial")
+MESSAGE_TYPES = ("tier.changed", "tier.downgrade_scheduled")
 MAX_BATCH = 1000
 
 
@@ -40,8 +43,8 @@ def _batch_size(text: str) -> int:
 
 def _client_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", help="the server's base URL (default: TIERFLOW_INGEST_URL or "
-                                      "TIERFLOW_GRADER_URL, else the local `tierflow up`)")
+    common.add_argument("--url", help="the server's base URL (default: TIERFLOW_INGEST_URL, "
+                                      "_GRADER_URL or _NOTIFIER_URL, else the local `tierflow up`)")
     common.add_argument("--key", help="API key (default: TIERFLOW_API_KEY, else DATA_DIR/api-key)")
     common.add_argument("--data-dir", type=Path, help="where `tierflow up` keeps its key")
     return common
@@ -78,6 +81,44 @@ def _client_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser
         if action == "apply":
             sub.add_argument("--timeout", type=float, default=600.0,
                              help="seconds to follow the re-grading job")
+    _subscription_parsers(commands, common)
+
+
+def _subscription_parsers(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+) -> None:
+    parser = commands.add_parser("subscriptions", help="webhook subscriptions (the notifier's)")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = actions.add_parser("add", parents=[common], help="subscribe a URL to tier changes")
+    add.add_argument("target", metavar="URL", help="where to POST each message")
+    listen = actions.add_parser("listen", parents=[common],
+                                help="a receiver on this machine that prints each delivery")
+    listen.add_argument("--port", type=_positive, default=9000)
+    for sub in (add, listen):
+        sub.add_argument("--ladder", dest="ladders", action="append", default=[],
+                         metavar="LADDER")
+        sub.add_argument("--to-tier", dest="to_tiers", action="append", default=[],
+                         metavar="TIER")
+        sub.add_argument("--direction", dest="directions", action="append", default=[],
+                         choices=DIRECTIONS)
+        sub.add_argument("--type", dest="types", action="append", default=[],
+                         choices=MESSAGE_TYPES)
+    actions.add_parser("list", parents=[common], help="every subscription")
+    for action, text in (("remove", "delete a subscription and its deliveries"),
+                         ("rotate-secret", "a new signing secret (shown once)"),
+                         ("deliveries", "a subscription's latest deliveries"),
+                         ("retry", "one more attempt: one delivery, or every failed one")):
+        sub = actions.add_parser(action, parents=[common], help=text)
+        sub.add_argument("target", metavar="SUBSCRIPTION_ID")
+        if action == "rotate-secret":
+            sub.add_argument("--keep-previous", dest="keep_previous_s", type=int,
+                             default=86_400, help="seconds the old secret keeps signing")
+        if action == "deliveries":
+            sub.add_argument("--status", choices=("pending", "delivered", "failed"))
+            sub.add_argument("--limit", type=_positive, default=50)
+        if action == "retry":
+            sub.add_argument("delivery", metavar="DELIVERY_ID", type=_positive, nargs="?")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,9 +193,21 @@ def _run_policy(args: argparse.Namespace) -> int:
     ))
 
 
+def _run_subscriptions(args: argparse.Namespace) -> int:
+    from shared.cli import subscriptions
+
+    settings = ClientSettings()
+    options = {k: v for k, v in vars(args).items()
+               if k in subscriptions.SubscriptionOptions.__dataclass_fields__}
+    options.update(url=(args.url or settings.notifier_url).rstrip("/"),
+                   key=resolve_key(args.key, settings, args.data_dir))
+    return subscriptions.run(subscriptions.SubscriptionOptions(**options))
+
+
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "up": _run_up, "demo": _run_demo, "ingest": _run_service, "grader": _run_service,
     "notifier": _run_service, "migrate": _run_migrate, "send": _run_send, "policy": _run_policy,
+    "subscriptions": _run_subscriptions,
 }
 
 

@@ -61,7 +61,8 @@ def banner_lines(summary: Summary, *, now: datetime) -> list[str]:
     if "grader" in urls:
         lines.append(f"  grader     {urls['grader']}   (lookups, stats, policy)")
     if "notifier" in urls:
-        lines.append(f"  notifier   {urls['notifier']}   (tier changes to the tier-changes topic)")
+        lines.append(f"  notifier   {urls['notifier']}   (tier changes: the tier-changes topic,"
+                     " webhooks)")
     if urls:
         lines.append("  metrics    " + "  ".join(f"{u}/metrics" for u in urls.values()))
     lines += [
@@ -74,5 +75,9 @@ def banner_lines(summary: Summary, *, now: datetime) -> list[str]:
         lines += ["", "Send an event:", "  " + example_curl(urls["ingest"], summary.api_key, now)]
     if "grader" in urls:
         lines += ["Look the customer up:", _lookup(urls["grader"], summary.api_key)]
+    if "notifier" in urls:
+        lines += ["Watch tier changes arrive by webhook (a receiver on this machine):",
+                  "  tierflow subscriptions listen --port 9000",
+                  "  (or subscribe your own: tierflow subscriptions add http://127.0.0.1:PORT/path)"]
     lines += ["", "Ctrl-C stops everything."]
     return lines

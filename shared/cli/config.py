@@ -31,7 +31,8 @@ class Interrupted(CliError):
 
 
 class ClientSettings(BaseSettings):
-    """Defaults for the client commands (send, policy, demo): where the servers are, which key."""
+    """Defaults for the client commands (send, policy, subscriptions, demo): where the
+    servers are, which key."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", frozen=True
@@ -39,6 +40,7 @@ class ClientSettings(BaseSettings):
 
     ingest_url: str = "http://127.0.0.1:8080"
     grader_url: str = "http://127.0.0.1:8081"
+    notifier_url: str = "http://127.0.0.1:8082"
     api_key: SecretStr | None = None
     data_dir: Path = Path(".tierflow")
 

@@ -1,4 +1,5 @@
-"""The admin key `tierflow up` creates when none is configured, kept so a restart reuses it."""
+"""The keys `tierflow up` creates when none is configured (the admin API key, the webhook
+secrets key), kept in the data directory so a restart reuses them."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import secrets
 from pathlib import Path
 
 import orjson
+from cryptography.fernet import Fernet
 
 from shared.cli.config import KEY_FILE, read_api_key
 from shared.settings import parse_api_keys
+
+WEBHOOK_KEY_FILE = "webhook-key"
 
 
 def ensure_api_key(data_dir: Path) -> tuple[str, bool]:
@@ -21,7 +25,21 @@ def ensure_api_key(data_dir: Path) -> tuple[str, bool]:
         # Tighten a file someone loosened by hand: it grants admin.
         path.chmod(0o600)
         return saved, False
-    key = secrets.token_urlsafe(24)
+    return _write_secret(path, secrets.token_urlsafe(24)), True
+
+
+def ensure_webhook_key(data_dir: Path) -> tuple[str, bool]:
+    """The saved webhook secrets key (a Fernet key), or a new one; returns (key, created)."""
+    path = data_dir / WEBHOOK_KEY_FILE
+    if path.is_file() and (saved := path.read_text(encoding="utf-8").strip()):
+        path.chmod(0o600)  # it decrypts every webhook secret
+        return saved, False
+    return _write_secret(path, Fernet.generate_key().decode()), True
+
+
+def _write_secret(path: Path, key: str) -> str:
+    """Write `key` to a file created with mode 0600."""
+    data_dir = path.parent
     data_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()  # an empty leftover would make O_EXCL fail
@@ -29,7 +47,7 @@ def ensure_api_key(data_dir: Path) -> tuple[str, bool]:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write(key + "\n")
-    return key, True
+    return key
 
 
 def keys_document(key: str) -> str:

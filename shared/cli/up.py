@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from shared.cli.banner import BROKER_NOTE, Summary, banner_lines
 from shared.cli.config import CliError, child_environ
 from shared.cli.drain import drain
-from shared.cli.keys import ensure_api_key, first_admin_key, keys_document
+from shared.cli.keys import ensure_api_key, ensure_webhook_key, first_admin_key, keys_document
 from shared.cli.lifecycle import StopSignal, first_error, install_signals
 from shared.cli.output import say
 from shared.cli.procs import ServiceFailed, ServiceProcess
@@ -28,6 +28,8 @@ from shared.kafka import ensure_topics
 from shared.settings import CommonSettings, GraderSettings, IngestSettings, NotifierSettings
 
 SERVICES = ("grader", "notifier", "ingest")
+# On one machine, webhooks may go to a receiver on the same machine.
+LOCAL_RECEIVERS = "127.0.0.0/8,::1/128"
 DISPLAY_ORDER = ("ingest", "grader", "notifier")
 PORT_VARIABLES = {"ingest": "TIERFLOW_INGEST_PORT", "grader": "TIERFLOW_GRADER_PORT",
                   "notifier": "TIERFLOW_NOTIFIER_PORT"}
@@ -199,12 +201,26 @@ class Supervisor:
             raise CliError(f"the key in {where} is not usable ({exc}); delete the file") from None
         return {"TIERFLOW_API_KEYS": keys_document(key)}
 
+    def _webhook_settings(self) -> dict[str, str]:
+        """A saved secrets key unless one is configured; receivers on loopback allowed."""
+        env: dict[str, str] = {}
+        notifier = NotifierSettings()
+        if notifier.webhook_secrets_key is None:
+            key, _ = ensure_webhook_key(self.options.data_dir)
+            env["TIERFLOW_WEBHOOK_SECRETS_KEY"] = key
+        if "webhook_allowed_networks" not in notifier.model_fields_set:
+            env["TIERFLOW_WEBHOOK_ALLOWED_NETWORKS"] = LOCAL_RECEIVERS
+        return env
+
     def _processes(self) -> list[tuple[str, str, int, dict[str, str]]]:
         """(name, service, port, extra environment) of every process to start: the grader
         is an API process plus its consumers (lookups never wait behind grading)."""
         out: list[tuple[str, str, int, dict[str, str]]] = []
         for service in self.options.services:
             port = getattr(self.ports, service)
+            if service == "notifier":
+                out.append((service, service, port, self._webhook_settings()))
+                continue
             if service != "grader":
                 out.append((service, service, port, {}))
                 continue
