@@ -81,6 +81,12 @@ class Arrivals:
     last: float = 0.0
     by_path: dict[str, dict[str, float]] = field(default_factory=dict)
 
+    def clear(self) -> None:
+        """Forget everything."""
+        self.requests = self.unique = self.unsigned = 0
+        self.first = self.last = 0.0
+        self.by_path = {}
+
 
 def receiver_app() -> web.Application:
     """POST anywhere: 200 at once. GET /stats, GET /arrivals?prefix=, POST /reset."""
@@ -113,8 +119,7 @@ def receiver_app() -> web.Application:
         return web.Response(body=orjson.dumps(found), content_type="application/json")
 
     async def reset(_: web.Request) -> web.Response:
-        nonlocal state
-        state.__init__()  # type: ignore[misc]
+        state.clear()
         return web.Response()
 
     app = web.Application()
@@ -132,7 +137,7 @@ def run_receiver(port: int) -> None:
         import uvloop
 
         loop_factory = uvloop.new_event_loop
-    web.run_app(receiver_app(), host="127.0.0.1", port=port, access_log=None,
+    web.run_app(receiver_app(), host="127.0.0.1", port=port, access_log=None, shutdown_timeout=1,
                 print=None, loop=loop_factory() if loop_factory else None)
 
 
