@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -170,6 +171,19 @@ def describe_message(message: dict[str, Any]) -> str:
     return line
 
 
+async def _until_signalled() -> None:
+    """Until SIGINT or SIGTERM (handled here, so the subscription is removed either way)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
 async def listen(client: httpx.AsyncClient, opts: SubscriptionOptions) -> int:
     """A receiver on this machine: subscribe it, print each verified delivery until Ctrl-C,
     then remove the subscription."""
@@ -203,7 +217,7 @@ async def listen(client: httpx.AsyncClient, opts: SubscriptionOptions) -> int:
         secret.append(created["secret"])
         say(f"listening on http://{host}:{port}/tierflow as subscription {created['id']}"
             f" ({describe_filter(created['filter'])}); Ctrl-C stops and unsubscribes")
-        await asyncio.Event().wait()
+        await _until_signalled()
     finally:
         if created is not None:
             await call(client, SERVICE, "DELETE", f"{opts.url}/v1/subscriptions/{created['id']}")
