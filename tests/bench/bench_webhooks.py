@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import signal
 import statistics
 import subprocess
@@ -36,7 +37,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,9 +52,9 @@ from pydantic import SecretStr
 
 from shared.db.engine import connect
 from shared.db.migrate import upgrade
-from shared.embedded import free_port
+from shared.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from shared.settings import NotifierSettings
-from tests.bench.bench_grader import machine_facts, servers
+from tests.bench.bench_grader import machine_facts
 from tests.processes import Service
 
 ADMIN_KEY = "bench-webhooks-admin-key-0001"
@@ -65,7 +67,48 @@ INSERT_ONE = (
     "INSERT INTO tier_changes (message_id, customer_id, ladder, sequence, kind, payload)"
     " VALUES ($1, $2, $3, $4, $5, $6::jsonb) RETURNING created_at"
 )
-CPU_KINDS = ("notifier", "receiver", "postgres", "broker")
+CPU_KINDS = ("notifier", "receiver", "postgres", "broker", "bench", "other")
+
+
+# --- servers ------------------------------------------------------------------------------
+
+@dataclass
+class Servers:
+    """Where PostgreSQL and the broker are; their processes when this script started them."""
+
+    db_url: str
+    bootstrap: str
+    pg_dir: Path | None
+    broker_pid: int | None
+
+    def postgres_pids(self) -> set[int] | None:
+        """The embedded postmaster and its children now (None: not ours, count every
+        process named postgres)."""
+        if self.pg_dir is None:
+            return None
+        with contextlib.suppress(OSError, ValueError, IndexError, psutil.Error):
+            master = psutil.Process(int((self.pg_dir / "postmaster.pid").read_text().split()[0]))
+            return {master.pid, *(child.pid for child in master.children(recursive=True))}
+        return set()
+
+
+@contextmanager
+def servers(tmp: Path) -> Iterator[Servers]:
+    """External ones from the environment, else embedded ones (stopped on the way out)."""
+    db_url = os.environ.get("TIERFLOW_DATABASE_URL")
+    bootstrap = os.environ.get("TIERFLOW_KAFKA_BOOTSTRAP")
+    pg = None if db_url else EmbeddedPostgres(tmp / "pg")
+    broker = None if bootstrap else EmbeddedBroker(log_path=tmp / "tansu.log")
+    try:
+        db_url = db_url or pg.start()  # type: ignore[union-attr]
+        bootstrap = bootstrap or broker.start()  # type: ignore[union-attr]
+        yield Servers(db_url, bootstrap, pg.data_dir if pg else None,
+                      broker.pid if broker else None)
+    finally:
+        if broker:
+            broker.stop()
+        if pg:
+            pg.stop()
 
 
 # --- the receiver (its own process: `--receiver PORT`) -----------------------------------
@@ -256,6 +299,7 @@ class Bench:
     """What every phase uses."""
 
     args: argparse.Namespace
+    servers: Servers
     conn: asyncpg.Connection
     client: httpx.AsyncClient
     notifier: Service
@@ -339,19 +383,30 @@ def bulk_rows(tag: str, ladder: str, count: int) -> list[tuple[object, ...]]:
 # --- CPU ----------------------------------------------------------------------------------
 
 def cpu_seconds(bench: Bench) -> dict[str, float]:
-    """CPU seconds used so far by the notifier, the receiver, PostgreSQL and the broker."""
+    """CPU seconds used so far: the notifier, the receiver, PostgreSQL, the broker, this
+    script, and everything else on the machine (a busy neighbour shows up there)."""
     pids = {bench.notifier.proc.pid if bench.notifier.proc else -1: "notifier",
-            bench.receiver.proc.pid if bench.receiver.proc else -1: "receiver"}
+            bench.receiver.proc.pid if bench.receiver.proc else -1: "receiver",
+            os.getpid(): "bench"}
+    if bench.servers.broker_pid is not None:
+        pids[bench.servers.broker_pid] = "broker"
+    postgres = bench.servers.postgres_pids()
     used = dict.fromkeys(CPU_KINDS, 0.0)
     for proc in psutil.process_iter(["name", "pid", "cpu_times"]):
         times = proc.info["cpu_times"]
         if times is None:
             continue
-        name = proc.info["name"] or ""
-        kind = pids.get(proc.info["pid"]) or ("postgres" if name == "postgres" else
-                                               "broker" if name.startswith("tansu") else "")
+        pid, name = proc.info["pid"], proc.info["name"] or ""
+        kind = pids.get(pid) or ("postgres" if (pid in postgres if postgres is not None
+                                                else name == "postgres") else "")
+        if not kind and bench.servers.broker_pid is None and name.startswith("tansu"):
+            kind = "broker"
         if kind:
             used[kind] += times.user + times.system
+    machine = psutil.cpu_times()
+    busy = machine.user + machine.nice + machine.system + getattr(machine, "irq", 0.0) \
+        + getattr(machine, "softirq", 0.0) + getattr(machine, "steal", 0.0)
+    used["other"] = busy - sum(used.values())
     return used
 
 
@@ -544,8 +599,9 @@ def report(results: list[Throughput], latency: Latency | None) -> None:
 
 # --- orchestration ------------------------------------------------------------------------
 
-async def bench_all(db_url: str, bootstrap: str, tmp: Path, args: argparse.Namespace) -> None:
+async def bench_all(found: Servers, tmp: Path, args: argparse.Namespace) -> None:
     """Migrate, start the notifier and the receiver, run the phases, report, stop them."""
+    db_url, bootstrap = found.db_url, found.bootstrap
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
@@ -568,7 +624,7 @@ async def bench_all(db_url: str, bootstrap: str, tmp: Path, args: argparse.Names
             notifier.start()
             await receiver.ready(client)
             await notifier.ready(timeout=60)
-            bench = Bench(args, conn, client, notifier, receiver)
+            bench = Bench(args, found, conn, client, notifier, receiver)
             results = []
             if args.runs:
                 print("\n1. throughput", flush=True)
@@ -617,9 +673,9 @@ def main() -> None:
         return
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tierflow-bench-webhooks-") as tmp, \
-            servers(Path(tmp)) as (db_url, bootstrap):
+            servers(Path(tmp)) as found:
         try:
-            asyncio.run(bench_all(db_url, bootstrap, Path(tmp), args))
+            asyncio.run(bench_all(found, Path(tmp), args))
         except (KeyboardInterrupt, asyncio.CancelledError):
             print("\ninterrupted: stopping what was started", flush=True)
     print(f"total wall time {time.perf_counter() - started:.0f}s")
