@@ -7,6 +7,7 @@ import asyncio
 import time
 
 import pytest
+from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.notifier.webhooks.schedule import MAX_ATTEMPTS, RETRY_DELAYS_S
@@ -48,6 +49,8 @@ async def test_deliveries_are_signed_and_carry_the_topic_message(
             assert hit.body == message.value  # byte for byte what went to the topic
             assert hit.event_id == dict(message.headers)["tierflow-message-id"].decode()
         assert [m["sequence"] for m in receiver.messages()] == [1, 2, 3]
+        assert [m["type"] for m in receiver.messages()] == [
+            "tier.changed", "tier.changed", "tier.downgrade_scheduled"]
         assert receiver.messages()[0]["actions"] == ["exclusive_offer"]
         assert {str(r["message_id"]) for r in rows} == set(receiver.ids())
 
@@ -275,3 +278,37 @@ async def test_a_slow_receiver_does_not_delay_a_healthy_one(
             assert len(slow_receiver.hits) == count
 
         await eventually(slow_catches_up)
+
+
+async def test_timeouts_and_redirects_are_failed_attempts(
+    engine: AsyncEngine, migrated_pg: str, broker: str
+) -> None:
+    ladder, never = unique("ladder"), asyncio.Event()
+
+    async def hang(_: Hit) -> int:
+        await never.wait()
+        return 200
+
+    hanging, elsewhere = Receiver(hang), Receiver()
+
+    async def redirect(_: Hit) -> int:
+        raise web.HTTPFound(elsewhere.url)
+
+    redirecting = Receiver(redirect)
+    settings = webhook_settings(migrated_pg, broker, unique("tier-changes"),
+                                webhook_timeout_s=0.5)
+    async with hanging.running(), redirecting.running(), elsewhere.running(), \
+            notifier(settings) as api, \
+            subscribed(api, hanging.url, ladders=[ladder]) as slow, \
+            subscribed(api, redirecting.url, ladders=[ladder]) as moved:
+        await record(engine, unique("c"), ladder, range(1, 2))
+
+        async def failed_once(sid: str, error: str) -> None:
+            items = await deliveries(api, sid)
+            assert len(items) == 1 and items[0]["attempts"] == 1, items
+            assert items[0]["status"] == "pending" and error in str(items[0]["last_error"])
+
+        await eventually(lambda: failed_once(slow["id"], "timeout: no answer within 0.5 s"))
+        await eventually(lambda: failed_once(moved["id"], "answered 302"))
+        assert elsewhere.hits == []  # the redirect was not followed
+        never.set()

@@ -154,8 +154,7 @@ async def record(
     """Tier changes as the grader records them (one transaction each), with the NOTIFY."""
     rows = []
     for sequence in sequences:
-        row = change(customer, ladder, sequence)
-        row["kind"] = row["payload"]["type"] = "tier.changed"
+        row = change(customer, ladder, sequence)  # every third: tier.downgrade_scheduled
         async with engine.begin() as conn:
             await conn.execute(insert(tier_changes), [row])
             await conn.execute(text("NOTIFY tierflow_outbox"))
