@@ -64,6 +64,7 @@ class Worker:
         self._label = str(subscription.id)
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[Result]] = set()
+        self._opened: dict[bytes, str] = {}
 
     def wake(self) -> None:
         """New deliveries may be due."""
@@ -150,16 +151,23 @@ class Worker:
 
     def _headers(self, attempt: Attempt, at: datetime) -> dict[str, str]:
         subscription = self.subscription
-        secrets = [self._vault.open(subscription.secret)]
+        secrets = [self._open(subscription.secret)]
         if subscription.previous_secret is not None and (
             subscription.previous_expires_at is None or subscription.previous_expires_at > at
         ):
-            secrets.append(self._vault.open(subscription.previous_secret))
+            secrets.append(self._open(subscription.previous_secret))
         return {
             EVENT_ID_HEADER: str(attempt.message_id),
             "Tierflow-Delivery-Id": str(attempt.delivery_id),
             SIGNATURE_HEADER: signature_header(secrets, int(at.timestamp()), attempt.body),
         }
+
+    def _open(self, sealed: bytes) -> str:
+        """Decrypted once per sealed secret (Fernet costs more than the signature)."""
+        secret = self._opened.get(sealed)
+        if secret is None:
+            secret = self._opened[sealed] = self._vault.open(sealed)
+        return secret
 
     def _observe(self, result: Result) -> None:
         outcome = "delivered" if result.ok else "retrying" if result.retry_at else "failed"
