@@ -72,6 +72,15 @@ INSERT_ONE = (
     "INSERT INTO tier_changes (message_id, customer_id, ladder, sequence, kind, payload)"
     " VALUES ($1, $2, $3, $4, $5, $6::jsonb) RETURNING created_at"
 )
+STALL_S = 10.0
+ACTIVITY = """
+SELECT pid, state, wait_event_type || '/' || wait_event AS wait,
+       extract(epoch FROM now() - query_start)::float8 AS age,
+       left(regexp_replace(query, '\\s+', ' ', 'g'), 100) AS query
+FROM pg_stat_activity
+WHERE backend_type = 'client backend' AND state <> 'idle' AND pid <> pg_backend_pid()
+ORDER BY query_start
+"""
 CPU_KINDS = ("notifier", "receiver", "postgres", "broker", "bench", "other")
 
 
@@ -345,10 +354,16 @@ class Bench:
                              ) -> dict[str, float]:
         """Poll the receiver until `expected` distinct deliveries have arrived."""
         deadline, said = time.monotonic() + deadline_s, time.monotonic()
+        seen, moved, stalled = -1.0, time.monotonic(), False
         while True:
             stats = await self.receiver.stats(self.client)
             if stats["unique"] >= expected:
                 return stats
+            if stats["unique"] != seen:
+                seen, moved, stalled = stats["unique"], time.monotonic(), False
+            elif not stalled and time.monotonic() - moved > STALL_S:
+                stalled = True
+                await self.show_activity(f"{label}: nothing received for {STALL_S:g}s")
             assert self.notifier.proc is not None and self.notifier.proc.poll() is None, \
                 self.notifier.log_tail()
             if time.monotonic() > deadline:
@@ -358,6 +373,26 @@ class Bench:
                 said = time.monotonic()
                 print(f"    {label}: {stats['unique']:,.0f}/{expected:,} received", flush=True)
             await asyncio.sleep(POLL_S)  # polling interval of a deadline-bounded wait
+
+    async def show_activity(self, why: str) -> None:
+        """What PostgreSQL's client backends are doing (for a stall)."""
+        print(f"    {why}; PostgreSQL's busy sessions:", flush=True)
+        for r in await self.conn.fetch(ACTIVITY):
+            print(f"      pid {r['pid']} {r['state']} {r['wait'] or '-'} for {r['age']:.1f}s: "
+                  f"{r['query']}", flush=True)
+
+
+def log_problems(notifier: Service, lines: int = 20) -> None:
+    """The notifier's warnings and errors (its log goes with the temporary directory)."""
+    if not notifier.log_path.exists():
+        return
+    text = notifier.log_path.read_text(errors="replace").splitlines()
+    problems = [line for line in text
+                if " WARNING " in line or " ERROR " in line or "Traceback" in line]
+    if problems:
+        print(f"\nnotifier log: {len(problems)} warnings/errors, the last {lines}:")
+        for line in problems[-lines:]:
+            print(f"  {line[:200]}")
 
 
 # --- tier changes -------------------------------------------------------------------------
@@ -410,7 +445,7 @@ def cpu_seconds(bench: Bench) -> dict[str, float]:
             used[kind] += times.user + times.system
     machine = psutil.cpu_times()
     busy = machine.user + machine.nice + machine.system + getattr(machine, "irq", 0.0) \
-        + getattr(machine, "softirq", 0.0) + getattr(machine, "steal", 0.0)
+        + getattr(machine, "softirq", 0.0)
     used["other"] = busy - sum(used.values())
     return used
 
@@ -664,6 +699,7 @@ async def bench_all(found: Servers, tmp: Path, args: argparse.Namespace) -> None
             report(results, latency)
     finally:
         notifier.stop()
+        log_problems(notifier)
         receiver.stop()
         await conn.close()
 

@@ -6,6 +6,7 @@ move time and the retry schedule is the same whichever notifier process applies 
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -237,7 +238,9 @@ async def record(conn: asyncpg.Connection, sid: uuid.UUID, results: Sequence[Res
     if not results:
         return
     retrying = [r for r in results if not r.ok and r.retry_at is not None]
-    async with conn.transaction():
+    async with contextlib.AsyncExitStack() as stack:
+        if retrying:  # two statements: together or not at all
+            await stack.enter_async_context(conn.transaction())
         await conn.execute(
             RECORD, [r.attempt.delivery_id for r in results],
             [r.attempt.attempts for r in results], [r.ok for r in results],
