@@ -145,6 +145,9 @@ webhook_deliveries = Table(
     # The lane a delivery waits in: one customer's changes on one ladder go in order.
     Column("customer_id", Text, nullable=False),
     Column("ladder", Text, nullable=False),
+    # The lane's previous delivery: while that one is pending this one waits, with
+    # next_attempt_at 'infinity', and is made due when that one ends (store.record).
+    Column("after_id", BigInteger),
     # pending, delivered or failed.
     Column("status", Text, nullable=False, server_default="pending"),
     Column("attempts", Integer, nullable=False, server_default="0"),
@@ -159,21 +162,31 @@ webhook_deliveries = Table(
     Column("delivered_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
-# A subscription's due deliveries, oldest first (the dispatcher's claim).
+# A subscription's due deliveries, oldest first (the dispatcher's claim). Waiting ones
+# sit at the end ('infinity'), so the claim never reads past them.
 Index(
     "webhook_deliveries_due",
     webhook_deliveries.c.subscription_id, webhook_deliveries.c.next_attempt_at,
     webhook_deliveries.c.id,
     postgresql_where=text("status = 'pending'"),
 )
-# Whether an earlier delivery of the same lane is still pending (order per lane).
-Index(
-    "webhook_deliveries_lane",
-    webhook_deliveries.c.subscription_id, webhook_deliveries.c.customer_id,
-    webhook_deliveries.c.ladder, webhook_deliveries.c.id,
-    postgresql_where=text("status = 'pending'"),
-)
+# The delivery waiting for this one (a lane is a chain: at most one each).
+Index("webhook_deliveries_after", webhook_deliveries.c.after_id, unique=True)
 # A subscription's deliveries, newest first (the admin's list), and the change's.
 Index("webhook_deliveries_subscription", webhook_deliveries.c.subscription_id,
       webhook_deliveries.c.id)
 Index("webhook_deliveries_change", webhook_deliveries.c.change_id)
+
+# Each lane's latest delivery, found by its key: every lane lookup is by primary key or
+# by a unique index, so no planner estimate (stale after a burst) can turn one into a scan.
+webhook_lanes = Table(
+    "webhook_lanes",
+    metadata,
+    Column(
+        "subscription_id", UUID(as_uuid=True),
+        ForeignKey("subscriptions.id", ondelete="CASCADE"), primary_key=True,
+    ),
+    Column("customer_id", Text, primary_key=True),
+    Column("ladder", Text, primary_key=True),
+    Column("last_id", BigInteger, nullable=False),
+)

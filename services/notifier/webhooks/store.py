@@ -6,7 +6,6 @@ move time and the retry schedule is the same whichever notifier process applies 
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -137,47 +136,76 @@ async def rotate_secret(
     return None if record is None else _subscription(record)
 
 
-# The delivery waits behind any earlier pending delivery of its lane (a retry there
-# holds it back), so it starts no earlier than that one's next attempt: the claim then
-# skips it through the index instead of finding it blocked on every pass.
-ADD_DELIVERIES = """
-INSERT INTO webhook_deliveries
-    (subscription_id, change_id, customer_id, ladder, next_attempt_at, created_at)
-SELECT s.subscription_id, s.change_id, s.customer_id, s.ladder,
-       GREATEST($5::timestamptz, (SELECT max(e.next_attempt_at) FROM webhook_deliveries e
-                     WHERE e.subscription_id = s.subscription_id
-                       AND e.customer_id = s.customer_id AND e.ladder = s.ladder
-                       AND e.status = 'pending')),
-       $5
-FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[]) WITH ORDINALITY
-     AS s(subscription_id, change_id, customer_id, ladder, n)
-ORDER BY s.n
+# Fan-out. A lane (subscription, customer, ladder) is a chain: each delivery names the
+# lane's previous one (`after_id`) and, while that one is pending, waits at 'infinity'.
+# Every lookup below is by primary key or unique index: their plans cannot degrade.
+LANES = """
+SELECT l.subscription_id, l.customer_id, l.ladder, l.last_id
+FROM unnest($1::uuid[], $2::text[], $3::text[]) AS k(subscription_id, customer_id, ladder)
+JOIN webhook_lanes l USING (subscription_id, customer_id, ladder)
+ORDER BY l.subscription_id, l.customer_id, l.ladder
+FOR UPDATE OF l
 """
+# FOR SHARE: a result being recorded for one of them waits for this fan-out to commit,
+# and one recorded first is seen here as ended (then the new delivery is due at once).
+PENDING = """
+SELECT id FROM webhook_deliveries WHERE id = ANY($1::bigint[]) AND status = 'pending'
+ORDER BY id FOR SHARE
+"""
+NEW_IDS = "SELECT nextval('webhook_deliveries_id_seq') FROM generate_series(1, $1)"
+INSERT_DELIVERIES = """
+INSERT INTO webhook_deliveries (id, subscription_id, change_id, customer_id, ladder,
+                                after_id, next_attempt_at, created_at)
+SELECT d.id, d.subscription_id, d.change_id, d.customer_id, d.ladder, d.after_id,
+       CASE WHEN d.waits THEN 'infinity'::timestamptz ELSE $8 END, $8
+FROM unnest($1::bigint[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::bigint[],
+            $7::bool[]) AS d(id, subscription_id, change_id, customer_id, ladder, after_id, waits)
+"""
+SAVE_LANES = """
+INSERT INTO webhook_lanes (subscription_id, customer_id, ladder, last_id)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[])
+ON CONFLICT (subscription_id, customer_id, ladder) DO UPDATE SET last_id = excluded.last_id
+"""
+
+Lane = tuple[uuid.UUID, str, str]
 
 
 async def add_deliveries(
     conn: asyncpg.Connection, deliveries: Sequence[tuple[uuid.UUID, int, str, str]],
     *, at: datetime,
 ) -> None:
-    """One delivery per (subscription, change id, customer, ladder), in change order."""
-    if deliveries:
-        columns = list(zip(*deliveries, strict=True))
-        await conn.execute(ADD_DELIVERIES, *columns, at)
-        await conn.execute("NOTIFY " + NOTIFY_DELIVERIES)
+    """One delivery per (subscription, change id, customer, ladder), each after the
+    previous one of its lane. Call it in a transaction, with the changes in order."""
+    if not deliveries:
+        return
+    lanes = sorted({(sid, customer, ladder) for sid, _, customer, ladder in deliveries})
+    last: dict[Lane, int] = {
+        (r["subscription_id"], r["customer_id"], r["ladder"]): r["last_id"]
+        for r in await conn.fetch(LANES, *zip(*lanes, strict=True))
+    }
+    pending = {r["id"] for r in await conn.fetch(PENDING, sorted(last.values()))}
+    ids = sorted(r[0] for r in await conn.fetch(NEW_IDS, len(deliveries)))
+    rows = []
+    for new_id, (sid, change_id, customer, ladder) in zip(ids, deliveries, strict=True):
+        lane = (sid, customer, ladder)
+        previous = last.get(lane)
+        rows.append((new_id, sid, change_id, customer, ladder, previous, previous in pending))
+        last[lane] = new_id
+        pending.add(new_id)
+    await conn.execute(INSERT_DELIVERIES, *zip(*rows, strict=True), at)
+    ends = [(*lane, last[lane]) for lane in lanes]
+    await conn.execute(SAVE_LANES, *zip(*ends, strict=True))
+    await conn.execute("NOTIFY " + NOTIFY_DELIVERIES)
 
 
-# The oldest due deliveries that are first in their lane and not being attempted
-# elsewhere; each is leased to this process and its attempt number goes up (the fence
-# its result must match).
+# The oldest due deliveries not being attempted elsewhere (one waiting behind another of
+# its lane is not due: see LANES); each is leased to this process and its attempt number
+# goes up (the fence its result must match).
 CLAIM = """
 WITH due AS (
     SELECT d.id FROM webhook_deliveries d
     WHERE d.subscription_id = $1 AND d.status = 'pending' AND d.next_attempt_at <= $2
       AND (d.leased_until IS NULL OR d.leased_until <= $2)
-      AND NOT EXISTS (
-          SELECT 1 FROM webhook_deliveries e
-          WHERE e.subscription_id = d.subscription_id AND e.customer_id = d.customer_id
-            AND e.ladder = d.ladder AND e.status = 'pending' AND e.id < d.id)
     ORDER BY d.next_attempt_at, d.id
     LIMIT $3
     FOR UPDATE OF d SKIP LOCKED
@@ -221,15 +249,15 @@ FROM unnest($1::bigint[], $2::int[], $3::bool[], $4::int[], $5::text[],
             $6::timestamptz[], $7::timestamptz[])
      AS r(id, attempts, ok, status_code, error, at, retry_at)
 WHERE w.id = r.id AND w.attempts = r.attempts AND w.status = 'pending'
+RETURNING w.id, w.status
 """
 
-# The rest of a lane waits for its first delivery's retry (see ADD_DELIVERIES).
-DEFER_LANES = """
-UPDATE webhook_deliveries e SET next_attempt_at = r.retry_at
-FROM unnest($2::bigint[], $3::text[], $4::text[], $5::timestamptz[])
-     AS r(id, customer_id, ladder, retry_at)
-WHERE e.subscription_id = $1 AND e.customer_id = r.customer_id AND e.ladder = r.ladder
-  AND e.status = 'pending' AND e.id > r.id AND e.next_attempt_at < r.retry_at
+# The next delivery of each lane whose delivery has ended is due now. A statement of its
+# own: it must see a delivery that a fan-out added while RECORD waited for its lock.
+RELEASE = """
+UPDATE webhook_deliveries SET next_attempt_at = $2
+WHERE after_id = ANY($1::bigint[]) AND status = 'pending'
+  AND next_attempt_at = 'infinity'::timestamptz
 """
 
 
@@ -237,27 +265,23 @@ async def record(conn: asyncpg.Connection, sid: uuid.UUID, results: Sequence[Res
     """Write how attempts ended; a result whose lease another process took over is ignored."""
     if not results:
         return
-    retrying = [r for r in results if not r.ok and r.retry_at is not None]
-    async with contextlib.AsyncExitStack() as stack:
-        if retrying:  # two statements: together or not at all
-            await stack.enter_async_context(conn.transaction())
-        await conn.execute(
+    async with conn.transaction():
+        written = await conn.fetch(
             RECORD, [r.attempt.delivery_id for r in results],
             [r.attempt.attempts for r in results], [r.ok for r in results],
             [r.status_code for r in results], [r.error for r in results],
             [r.at for r in results], [r.retry_at for r in results],
         )
-        if retrying:
-            await conn.execute(
-                DEFER_LANES, sid, [r.attempt.delivery_id for r in retrying],
-                [r.attempt.customer_id for r in retrying], [r.attempt.ladder for r in retrying],
-                [r.retry_at for r in retrying],
-            )
+        ended = [r["id"] for r in written if r["status"] != "pending"]
+        if ended:
+            await conn.execute(RELEASE, ended, max(r.at for r in results))
 
 
 LIST_DELIVERIES = """
-SELECT d.id, d.status, d.attempts, d.next_attempt_at, d.last_attempt_at, d.last_status,
-       d.last_error, d.delivered_at, d.created_at, d.customer_id, d.ladder,
+SELECT d.id, d.status, d.attempts,
+       CASE WHEN d.status = 'pending' AND isfinite(d.next_attempt_at)
+            THEN d.next_attempt_at END AS next_attempt_at, d.last_attempt_at, d.last_status,
+       d.last_error, d.delivered_at, d.created_at, d.customer_id, d.ladder, d.after_id,
        t.message_id, t.kind, t.sequence
 FROM webhook_deliveries d JOIN tier_changes t ON t.id = d.change_id
 WHERE d.subscription_id = $1 AND ($2::text IS NULL OR d.status = $2)
@@ -279,8 +303,6 @@ def _delivery(record: asyncpg.Record) -> dict[str, Any]:
     view = dict(record)
     view["message_id"] = str(view["message_id"])
     view["type"] = view.pop("kind")
-    if view["status"] != "pending":
-        view["next_attempt_at"] = None
     return view
 
 
