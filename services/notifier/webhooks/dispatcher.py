@@ -90,24 +90,33 @@ class Worker:
             await session.close()
 
     async def _step(self, session: aiohttp.ClientSession) -> None:
+        """Record the attempts that ended while claiming more: two connections, so neither
+        round trip waits for the other (the recorded ones stay leased until written)."""
         self._wake.clear()
-        claimed = 0
+        done = [task for task in self._inflight if task.done()]
+        self._inflight.difference_update(done)
         room = self._concurrency - len(self._inflight)
-        if room > 0:
-            now = self._clock()
-            lease = now + timedelta(seconds=self._timeout_s + LEASE_MARGIN_S)
-            async with self._pool.acquire() as conn:
-                attempts = await store.claim(
-                    conn, self.subscription.id, now=now, limit=room, lease_until=lease
-                )
-            claimed = len(attempts)
-            for attempt in attempts:
-                self._inflight.add(asyncio.create_task(self._attempt(session, attempt)))
-        if claimed < room:  # everything due is taken: wait for news, a result or the poll
-            await self._wait(self._poll_s)
-        else:
-            await self._wait(None)
-        await self._record()
+        recording = asyncio.create_task(self._record([task.result() for task in done]))
+        try:
+            claimed = await self._claim(session, room)
+        finally:
+            await recording
+        if done:  # the next of their lanes may be due now: look again at once
+            self._wake.set()
+        await self._wait(self._poll_s if claimed < room else None)
+
+    async def _claim(self, session: aiohttp.ClientSession, room: int) -> int:
+        if room <= 0:
+            return 0
+        now = self._clock()
+        lease = now + timedelta(seconds=self._timeout_s + LEASE_MARGIN_S)
+        async with self._pool.acquire() as conn:
+            attempts = await store.claim(
+                conn, self.subscription.id, now=now, limit=room, lease_until=lease
+            )
+        for attempt in attempts:
+            self._inflight.add(asyncio.create_task(self._attempt(session, attempt)))
+        return len(attempts)
 
     async def _wait(self, seconds: float | None) -> None:
         """Until an attempt ends, the worker is woken, or `seconds` pass."""
@@ -119,12 +128,9 @@ class Worker:
         finally:
             waker.cancel()
 
-    async def _record(self) -> None:
-        done = [task for task in self._inflight if task.done()]
-        if not done:
+    async def _record(self, results: list[Result]) -> None:
+        if not results:
             return
-        self._inflight.difference_update(done)
-        results = [task.result() for task in done]
         async with self._pool.acquire() as conn:
             await store.record(conn, self.subscription.id, results)
         for result in results:
