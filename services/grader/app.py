@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from services.grader.api import customers, policy, stats
 from services.grader.api.deps import Grader
+from services.grader.api.loader import CustomerLoader
 from services.grader.consumer import Clock, Consumer, utc_now
 from services.grader.policies import PolicyCache
 from services.grader.telemetry import GraderMetrics
@@ -29,6 +30,8 @@ STALE_POLL_S = 60.0
 POLICY_REFRESH_S = 1.0
 GAUGE_REFRESH_S = 60.0
 READY_TIMEOUT_S = 5.0
+# Batched single lookups under way at once; the rest of the pool serves the other routes.
+LOOKUPS_IN_FLIGHT = 2
 
 
 async def refresh_policy(grader: Grader, pool: asyncpg.Pool) -> None:
@@ -69,6 +72,7 @@ async def running(grader: Grader, consumer: Consumer | None) -> AsyncIterator[No
         await grader.policies.load(conn)
     tasks = []
     if grader.serves_api:
+        grader.loader = CustomerLoader(pool, max_in_flight=min(size, LOOKUPS_IN_FLIGHT))
         tasks += [
             asyncio.create_task(supervise(lambda: refresh_policy(grader, pool), name="policy")),
             asyncio.create_task(supervise(lambda: refresh_customer_gauge(grader, pool),
@@ -97,6 +101,8 @@ async def running(grader: Grader, consumer: Consumer | None) -> AsyncIterator[No
         await asyncio.gather(*tasks, return_exceptions=True)
         if producer is not None:
             await producer.stop()
+        if grader.loader is not None:
+            await grader.loader.close()
         await pool.close()
 
 

@@ -213,8 +213,19 @@ async def prepare(conn: asyncpg.Connection) -> None:
 async def load_customers(conn: asyncpg.Connection, ids: Sequence[str],
                          ) -> dict[str, StoredCustomer]:
     """The stored customers among `ids`."""
-    rows = await conn.fetch(LOAD, list(ids))
-    return {r[0]: StoredCustomer(decode_state(r[0], r[1], r[2], r[3]), r[4]) for r in rows}
+    return {r[0]: stored_customer(r) for r in await customer_rows(conn, ids)}
+
+
+async def customer_rows(conn: asyncpg.Connection, ids: Sequence[str]) -> list[Any]:
+    """The stored rows among `ids`, not decoded yet: (customer_id, ...) for
+    `stored_customer`."""
+    rows: list[Any] = await conn.fetch(LOAD, list(ids))
+    return rows
+
+
+def stored_customer(row: Any) -> StoredCustomer:
+    """One row of `customer_rows`, decoded; raises StateCorrupt."""
+    return StoredCustomer(decode_state(row[0], row[1], row[2], row[3]), row[4])
 
 
 def event_hash(event_id: str) -> str:

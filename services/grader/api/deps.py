@@ -9,6 +9,7 @@ from typing import Annotated
 import asyncpg
 from fastapi import Depends, Request
 
+from services.grader.api.loader import CustomerLoader
 from services.grader.policies import PolicyCache
 from services.grader.telemetry import GraderMetrics
 from shared.settings import GraderSettings
@@ -23,6 +24,7 @@ class Grader:
     metrics: GraderMetrics
     serves_api: bool
     pool: asyncpg.Pool | None = None  # asyncpg pools bind to a loop: made when it runs
+    loader: CustomerLoader | None = None  # single lookups, over the pool
 
 
 async def get_grader(request: Request) -> Grader:
