@@ -48,6 +48,13 @@ def field_errors(
     return out
 
 
+def unavailable(exc: Exception) -> JSONResponse:
+    """The answer when a dependency failed (one of UNAVAILABLE): a 503 to retry."""
+    log.warning("a dependency failed during a request: %s", type(exc).__name__)
+    return problem(503, "A dependency is unavailable", detail="Try again shortly.",
+                   headers={"Retry-After": "2"})
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Every error leaves as problem+json, never as FastAPI's default shape."""
 
@@ -60,15 +67,13 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem(422, "Invalid request", errors=field_errors(exc.errors()))
 
     async def on_unavailable(_: Request, exc: Exception) -> Response:
-        log.warning("a dependency failed during a request: %s", type(exc).__name__)
-        return problem(503, "A dependency is unavailable", detail="Try again shortly.",
-                       headers={"Retry-After": "2"})
+        return unavailable(exc)
 
     app.add_exception_handler(HTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)
     # A database or network failure is a 503 the client can retry, not a bare 500.
-    for unavailable in UNAVAILABLE:
-        app.add_exception_handler(unavailable, on_unavailable)
+    for failure in UNAVAILABLE:
+        app.add_exception_handler(failure, on_unavailable)
 
 
 class ApiKeys:
@@ -81,11 +86,10 @@ class ApiKeys:
         """A dependency: 401 for no or an unknown key, 403 for a key without `scope`."""
 
         async def check(request: Request) -> None:
-            header = request.headers.get("authorization", "")
-            kind, _, key = header.partition(" ")
-            if kind.lower() != "bearer" or not key:
+            key = _bearer(request.headers.get("authorization", ""))
+            if key is None:
                 raise HTTPException(401, "Missing bearer key", {"WWW-Authenticate": "Bearer"})
-            scopes = self._scopes.get(hashlib.sha256(key.strip().encode()).hexdigest())
+            scopes = self._scopes_of(key)
             if scopes is None:
                 raise HTTPException(401, "Unknown key", {"WWW-Authenticate": "Bearer"})
             if scope not in scopes and "admin" not in scopes:
@@ -93,9 +97,24 @@ class ApiKeys:
 
         return check
 
+    def allows(self, authorization: str, scope: str) -> bool:
+        """Whether an `Authorization` header value passes `require(scope)`."""
+        key = _bearer(authorization)
+        scopes = None if key is None else self._scopes_of(key)
+        return scopes is not None and (scope in scopes or "admin" in scopes)
+
+    def _scopes_of(self, key: str) -> frozenset[str] | None:
+        return self._scopes.get(hashlib.sha256(key.strip().encode()).hexdigest())
+
     def dependency(self, scope: str) -> Any:
         """`Depends(...)` for routers."""
         return Depends(self.require(scope))
+
+
+def _bearer(authorization: str) -> str | None:
+    """The key of a `Bearer <key>` header value."""
+    kind, _, key = authorization.partition(" ")
+    return key if kind.lower() == "bearer" and key else None
 
 
 def health_router(

@@ -143,7 +143,8 @@ def create_app(settings: GraderSettings, *, clock: Clock = utc_now) -> FastAPI:
     app.include_router(health_router(metrics.registry, readiness(grader, consumer)))
     if serves_api:
         keys = ApiKeys(settings.key_scopes())
-        read = [keys.dependency("tiers:read")]
+        read = [keys.dependency(customers.READ_SCOPE)]
+        app.add_middleware(customers.FastLookups, grader=grader, keys=keys)
         app.include_router(customers.router, dependencies=read)
         app.include_router(stats.router, dependencies=read)
         app.include_router(policy.router, dependencies=[keys.dependency("admin")])

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy.exc import OperationalError
 
-from shared.http import install_problem_handlers
+from shared.http import ApiKeys, install_problem_handlers
 
 
 def _app(error: Exception) -> FastAPI:
@@ -33,3 +35,23 @@ async def test_a_dependency_failure_is_a_retryable_503(error: Exception) -> None
     assert answer.headers["content-type"] == "application/problem+json"
     assert answer.headers["retry-after"] == "2"
     assert answer.json()["status"] == 503
+
+
+async def test_allows_agrees_with_the_dependency() -> None:
+    keys = ApiKeys({hashlib.sha256(k.encode()).hexdigest(): frozenset(s) for k, s in {
+        "reader": {"tiers:read"}, "boss": {"admin"}, "writer": {"events:write"}}.items()})
+    app = FastAPI()
+    install_problem_handlers(app)
+
+    @app.get("/read", dependencies=[keys.dependency("tiers:read")])
+    async def read() -> None:
+        return None
+
+    headers = ["Bearer reader", "bearer  boss ", "Bearer writer", "Bearer nobody", "reader",
+               "Bearer ", "", "Basic reader"]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        statuses = [(await client.get("/read", headers={"Authorization": h})).status_code
+                    for h in headers]
+    assert statuses == [200, 200, 403, 401, 401, 401, 401, 401]
+    assert [keys.allows(h, "tiers:read") for h in headers] == [s == 200 for s in statuses]
