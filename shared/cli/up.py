@@ -263,11 +263,10 @@ class Supervisor:
             await ingest.stop(grace=grace)
             self.out("stopped ingest")
         rest = [p for name, p in self.procs.items() if name != "ingest"]
-        if rest and not self._skip_drain and all(p.alive for p in rest):
+        if rest and not self._skip_drain:
             await drain(
-                lag_urls=self.consumer_urls(),
-                outbox_url=self.procs["notifier"].base_url if "notifier" in self.procs else None,
-                within=self.options.drain_timeout, forced=lambda: self.stop.forced,
+                self.infra_settings, within=self.options.drain_timeout,
+                wait=all(p.alive for p in rest), forced=lambda: self.stop.forced,
                 out=self.out, memory_broker="kafka_bootstrap" not in self.settings.model_fields_set,
             )
         await asyncio.gather(*(p.stop(grace=grace) for p in rest))

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from shared.cli.drain import drain
 from shared.cli.procs import ServiceFailed, ServiceProcess
 from shared.cli.scrape import CONSUMER_LAG, read_metric
 from shared.embedded import free_port
@@ -67,35 +65,3 @@ async def test_a_process_that_dies_is_reported_with_its_log(tmp_path: Path) -> N
             await proc.wait_ready(client, within=15, interrupted=lambda: False)
     assert "exit code 3" in str(failure.value)
     assert "boom: no database" in str(failure.value)
-
-
-async def test_drain_returns_once_nothing_is_pending(tmp_path: Path) -> None:
-    proc = stand_in(tmp_path, lag=0)
-    await proc.start()
-    try:
-        async with httpx.AsyncClient() as client:
-            await proc.wait_ready(client, within=15, interrupted=lambda: False)
-        said: list[str] = []
-        assert await drain(lag_urls=[proc.base_url], outbox_url=None, within=10,
-                           forced=lambda: False, out=said.append, memory_broker=True)
-        assert said[-1].startswith("drained")
-    finally:
-        await proc.stop(grace=5)
-
-
-async def test_drain_gives_up_at_the_deadline_and_says_what_is_lost(tmp_path: Path) -> None:
-    proc = stand_in(tmp_path, lag=42)
-    await proc.start()
-    try:
-        async with httpx.AsyncClient() as client:
-            await proc.wait_ready(client, within=15, interrupted=lambda: False)
-        said: list[str] = []
-        started = time.monotonic()
-        assert not await drain(lag_urls=[proc.base_url], outbox_url=None, within=1.0,
-                               forced=lambda: False, out=said.append, memory_broker=True)
-        assert time.monotonic() - started < 5
-        assert any("consumer lag 42" in line for line in said)
-        assert "42 events not yet graded" in said[-1]
-        assert "lost" in said[-1]
-    finally:
-        await proc.stop(grace=5)
