@@ -84,6 +84,26 @@ class EmbeddedPostgres:
         self.url = f"postgresql+asyncpg://postgres@/postgres?host={socket_dir}"
         return self.url
 
+    @property
+    def alive(self) -> bool:
+        """True while the postmaster of `data_dir` runs."""
+        pid = self._postmaster_pid()
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # it runs as the unprivileged server user
+            return True
+        return True
+
+    def _postmaster_pid(self) -> int | None:
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def stop(self, timeout: float = 30.0) -> None:
         """Fast shutdown (SIGINT to the postmaster); the data stays in `data_dir`."""
         server, self._server = self._server, None
@@ -96,10 +116,8 @@ class EmbeddedPostgres:
         # pgserver keeps one handle per data dir per process; drop it so a later start()
         # in this process really starts the server again.
         pgserver.PostgresServer._instances.pop(self.data_dir.resolve(), None)  # type: ignore[attr-defined]
-        pid_file = self.data_dir / "postmaster.pid"
-        try:
-            pid = int(pid_file.read_text().splitlines()[0])
-        except (OSError, ValueError, IndexError):
+        pid = self._postmaster_pid()
+        if pid is None:
             return
         # Signalled directly: pg_ctl runs as the server's system user, who may not be able
         # to reach a data dir under a root-only temporary directory.
@@ -157,6 +175,11 @@ class EmbeddedBroker:
             self.stop()
             raise
         return self.bootstrap
+
+    @property
+    def alive(self) -> bool:
+        """True while the broker process runs."""
+        return self._proc is not None and self._proc.poll() is None
 
     @property
     def pid(self) -> int | None:

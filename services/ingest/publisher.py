@@ -72,16 +72,22 @@ class KafkaPublisher:
             await self._producer.stop()
 
     async def ready(self) -> bool:
-        """Connected, and the cluster answers a metadata request within a short deadline."""
+        """Connected, the cluster answers a metadata request within a short deadline, and
+        the events topic is there: a broker that came back empty gets it created again
+        (ready at the next check, once it is listed)."""
         if self._producer is None:
             return False
         try:
-            await asyncio.wait_for(
-                self._producer.client.fetch_all_metadata(), READY_TIMEOUT_S
-            )
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                metadata = await self._producer.client.fetch_all_metadata()
+                if self._settings.topic_events in metadata.topics():
+                    return True
+                log.warning("topic %s is missing (the broker came back empty?): creating it",
+                            self._settings.topic_events)
+                await ensure_topics(self._settings)
         except (KafkaError, OSError, TimeoutError):
             return False
-        return True
+        return False
 
     async def publish(self, events: Sequence[Event]) -> list[BaseException | None]:
         """Send every event keyed by customer_id, then await the acks until the deadline."""

@@ -15,6 +15,17 @@ import httpx
 
 from shared.cli.config import CliError, Interrupted
 
+# Waits before starting a crashed process again, one more step per exit in a row.
+RESTART_DELAYS_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+HEALTHY_AFTER_S = 60.0
+
+
+async def _stopped_within(seconds: float, stop: asyncio.Event) -> bool:
+    """Wait `seconds` unless a stop comes first (then True at once)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+    return stop.is_set()
+
 
 class ServiceFailed(CliError):
     """A supervised process exited or never became ready."""
@@ -29,6 +40,7 @@ class ServiceProcess:
     env: dict[str, str]
     log_path: Path
     base_url: str
+    restarts: int = 0  # how often keep_alive started it again
     _proc: asyncio.subprocess.Process | None = field(default=None, repr=False)
 
     async def start(self) -> None:
@@ -90,6 +102,36 @@ class ServiceProcess:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
+
+    async def keep_alive(
+        self, *, stop: asyncio.Event, out: Callable[[str], None],
+        client: httpx.AsyncClient, ready_within: float,
+        delays: Sequence[float] = RESTART_DELAYS_S, healthy_after: float = HEALTHY_AFTER_S,
+    ) -> None:
+        """Start it again whenever it exits, waiting longer after each exit in a row (the
+        count starts over once it stayed up `healthy_after` seconds). Returns once `stop`
+        is set when it exits; never raises for a crash, says it instead."""
+        exits_in_a_row = 0
+        while True:
+            started = time.monotonic()
+            code = await self.exited()
+            if stop.is_set():
+                return
+            if time.monotonic() - started >= healthy_after:
+                exits_in_a_row = 0
+            delay = delays[min(exits_in_a_row, len(delays) - 1)]
+            exits_in_a_row += 1
+            self.restarts += 1
+            out(f"{self.name} exited (exit code {code}): starting it again in {delay:g}s "
+                f"(log {self.log_path})")
+            if await _stopped_within(delay, stop):
+                return
+            await self.start()
+            try:
+                await self.wait_ready(client, within=ready_within, interrupted=stop.is_set)
+            except (ServiceFailed, Interrupted):
+                continue  # exited again (counted above at the next turn), or stopping
+            out(f"{self.name} is running again")
 
     def failure_report(self, what: str) -> str:
         """`name what (exit code)` and the last lines of its log."""

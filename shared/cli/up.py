@@ -13,6 +13,7 @@ from pathlib import Path
 from types import TracebackType
 
 import httpx
+from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 
 from shared.cli.banner import BROKER_NOTE, Summary, banner_lines
@@ -23,11 +24,13 @@ from shared.cli.lifecycle import StopSignal, first_error, install_signals
 from shared.cli.output import say
 from shared.cli.procs import ServiceFailed, ServiceProcess
 from shared.db.migrate import upgrade
-from shared.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
+from shared.embedded import EmbeddedBroker, EmbeddedError, EmbeddedPostgres, free_port
 from shared.kafka import ensure_topics
 from shared.settings import CommonSettings, GraderSettings, IngestSettings, NotifierSettings
 
 SERVICES = ("grader", "notifier", "ingest")
+INFRASTRUCTURE_CHECK_S = 1.0
+INFRASTRUCTURE_RETRY_S = 5.0
 # On one machine, webhooks may go to a receiver on the same machine.
 LOCAL_RECEIVERS = "127.0.0.0/8,::1/128"
 DISPLAY_ORDER = ("ingest", "grader", "notifier")
@@ -106,6 +109,9 @@ class Supervisor:
         self._notes = {"database": "", "broker": "", "key": ""}
         self._stack = AsyncExitStack()
         self._skip_drain = False
+        self._pg: EmbeddedPostgres | None = None
+        self._broker_server: EmbeddedBroker | None = None
+        self._env: dict[str, str] = {}
 
     def url(self, service: str) -> str:
         """The base URL of a service."""
@@ -155,7 +161,7 @@ class Supervisor:
             return self.settings.database_url.get_secret_value()
         pg_dir = self.options.data_dir / "pg"
         self.out(f"starting PostgreSQL (data in {pg_dir})…")
-        server = EmbeddedPostgres(pg_dir)
+        server = self._pg = EmbeddedPostgres(pg_dir)
         url = await asyncio.to_thread(server.start)
         self._stack.push_async_callback(self._stop_database, server)
         self._notes["database"] = f"embedded PostgreSQL 16, data in {pg_dir}"
@@ -172,8 +178,8 @@ class Supervisor:
         host, port = "127.0.0.1", self.options.broker_port
         if not port or port_taken(host, port):
             port = free_port(host)
-        server = EmbeddedBroker(host=host, port=port,
-                                log_path=self.options.data_dir / "broker.log")
+        server = self._broker_server = EmbeddedBroker(
+            host=host, port=port, log_path=self.options.data_dir / "broker.log")
         self.out(f"starting the broker on {host}:{port}…")
         self.out(BROKER_NOTE)
         bootstrap = await asyncio.to_thread(server.start)
@@ -232,7 +238,7 @@ class Supervisor:
         return out
 
     async def _start_services(self, key_env: dict[str, str]) -> None:
-        env = child_environ({
+        env = self._env = child_environ({
             "TIERFLOW_DATABASE_URL": self.database_url, "TIERFLOW_KAFKA_BOOTSTRAP": self.bootstrap,
             **key_env, **{PORT_VARIABLES[s]: str(getattr(self.ports, s)) for s in SERVICES},
         })
@@ -274,19 +280,58 @@ class Supervisor:
             self.out("stopped " + " and ".join(p.name for p in rest))
 
     async def wait(self) -> None:
-        """Until a stop is asked for (returns) or a service dies (raises ServiceFailed)."""
-        watchers = [asyncio.ensure_future(p.exited()) for p in self.procs.values()]
-        stopper = asyncio.ensure_future(self.stop.requested.wait())
-        try:
-            await asyncio.wait([*watchers, stopper], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (*watchers, stopper):
-                task.cancel()
-        for proc in self.procs.values():
-            if not proc.alive:
+        """Until a stop is asked for. Meanwhile a service that exits is started again (with
+        a growing pause if it keeps exiting), and so are the embedded PostgreSQL and broker;
+        each restart is said in the output."""
+        async with httpx.AsyncClient() as client:
+            tasks = [asyncio.create_task(proc.keep_alive(
+                stop=self.stop.requested, out=self.out, client=client,
+                ready_within=self.options.ready_timeout)) for proc in self.procs.values()]
+            tasks.append(asyncio.create_task(self._watch_infrastructure()))
+            stopper = asyncio.create_task(self.stop.requested.wait())
+            try:
+                await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (stopper, *tasks):
+                    task.cancel()
+                outcomes = await asyncio.gather(stopper, *tasks, return_exceptions=True)
+        for outcome in outcomes:  # a supervising task that failed: nothing watches now
+            if isinstance(outcome, Exception):
                 self._skip_drain = True
-                self.out(f"{proc.name} exited unexpectedly: stopping everything")
-                raise ServiceFailed(proc.failure_report("exited unexpectedly"))
+                raise ServiceFailed(f"supervising the services failed: {outcome!r}")
+
+    async def _watch_infrastructure(self) -> None:
+        """Start the embedded PostgreSQL or broker again if it is gone."""
+        while True:
+            await asyncio.sleep(INFRASTRUCTURE_CHECK_S)  # polling the processes' liveness
+            try:
+                if self._broker_server is not None and not self._broker_server.alive:
+                    await self._restart_broker(self._broker_server)
+                if self._pg is not None and not self._pg.alive:
+                    await self._restart_database(self._pg)
+            except (EmbeddedError, OSError, KafkaError) as exc:
+                self.out(f"could not start it again ({exc}); trying again in "
+                         f"{INFRASTRUCTURE_RETRY_S:g}s")
+                await asyncio.sleep(INFRASTRUCTURE_RETRY_S)  # before the next attempt
+
+    async def _restart_broker(self, server: EmbeddedBroker) -> None:
+        self.out(f"the broker exited: starting it again on {server.bootstrap}. It kept "
+                 "events in memory only: those accepted and not graded yet are lost")
+        server.stop()
+        await asyncio.to_thread(server.start)
+        await ensure_topics(self.infra_settings)
+        self.out("the broker is running again (empty, its topics created again)")
+
+    async def _restart_database(self, server: EmbeddedPostgres) -> None:
+        self.out(f"PostgreSQL exited: starting it again (its data in {server.data_dir} stays)")
+        await asyncio.to_thread(server.stop)  # forgets the dead server's handle
+        url = await asyncio.to_thread(server.start)
+        self.out("PostgreSQL is running again")
+        if url != self.database_url:  # a new address: the services must be told
+            self.database_url = self._env["TIERFLOW_DATABASE_URL"] = url
+            for proc in self.procs.values():
+                proc.env["TIERFLOW_DATABASE_URL"] = url
+                await proc.stop(grace=self.options.stop_timeout)  # keep_alive restarts it
 
     def summary(self) -> Summary:
         """What the banner shows."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import shutil
+import signal
 import socket
 import stat
 import tempfile
@@ -17,7 +20,7 @@ from pydantic import SecretStr
 from shared.cli.up import Supervisor, UpOptions
 from shared.db.engine import make_engine
 from shared.settings import CommonSettings
-from tests.support import unique
+from tests.support import eventually, unique
 
 pytestmark = pytest.mark.integration
 
@@ -118,3 +121,38 @@ async def test_configured_infrastructure_and_keys_are_used_as_they_are(
     assert not (options.data_dir / "api-key").exists()
     assert listening(broker)  # not ours to stop
     assert not any(line.startswith("stopped") for line in said)
+
+
+async def test_a_dead_broker_or_database_is_started_again_with_the_data_kept(
+    data_dir: Path
+) -> None:
+    settings = topics_settings()
+    options = UpOptions(data_dir=data_dir, services=(), broker_port=0)
+    said: list[str] = []
+    async with Supervisor(options, settings=settings, out=said.append) as system:
+        await scalar(system.database_url, "CREATE TABLE survives_a_crash (n int)")
+        await scalar(system.database_url, "INSERT INTO survives_a_crash VALUES (7)")
+        watching = asyncio.create_task(system.wait())
+        try:
+            broker_pid = system._broker_server.pid if system._broker_server else None
+            assert broker_pid is not None
+            os.kill(broker_pid, signal.SIGKILL)
+
+            async def broker_back() -> None:
+                assert any("the broker is running again" in line for line in said), said
+                assert settings.topic_events in await topic_names(system.bootstrap)
+
+            await eventually(broker_back, timeout=30)
+            assert any(line.startswith("the broker exited: starting it again") for line in said)
+
+            postmaster = int((data_dir / "pg" / "postmaster.pid").read_text().split()[0])
+            os.kill(postmaster, signal.SIGKILL)
+
+            async def database_back() -> None:
+                assert any("PostgreSQL is running again" in line for line in said), said
+                assert await scalar(system.database_url, "SELECT n FROM survives_a_crash") == 7
+
+            await eventually(database_back, timeout=60)
+        finally:
+            system.stop.request()
+            await asyncio.wait_for(watching, 10)

@@ -189,3 +189,28 @@ async def test_broker_arriving_late_and_leaving(tmp_path: Path) -> None:
             await asyncio.to_thread(server.stop)
         gone = await client.post("/v1/events", content=orjson.dumps(event("c")), headers=headers)
         assert gone.status_code == 503
+
+
+async def test_a_broker_that_comes_back_empty_gets_its_topic_again(tmp_path: Path) -> None:
+    port = free_port()
+    server = EmbeddedBroker(port=port, log_path=tmp_path / "broker.log")
+    await asyncio.to_thread(server.start)
+    settings = settings_for(f"127.0.0.1:{port}", produce_timeout_s=2.0)
+    headers = {**AUTH, "Content-Type": "application/json"}
+    try:
+        async with ingest(settings) as client:
+            assert (await client.get("/readyz")).status_code == 200
+            await asyncio.to_thread(server.stop)
+            await asyncio.to_thread(server.start)  # same address, nothing on it
+
+            async def accepted() -> None:
+                assert (await client.get("/readyz")).status_code == 200
+                answer = await client.post("/v1/events", content=orjson.dumps(event("back")),
+                                           headers=headers)
+                assert answer.status_code == 202, answer.text
+
+            await eventually(accepted, timeout=30, interval=0.2)
+            [record] = await read_topic(settings.kafka_bootstrap, settings.topic_events, 1)
+            assert record.key == b"back"
+    finally:
+        await asyncio.to_thread(server.stop)
