@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test demo up lint bench clean
+.PHONY: help venv test demo up lint faults bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z]+:.*## / {printf "  make %-6s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,6 +34,9 @@ up: $(STAMP) ## Start everything on this machine (embedded PostgreSQL and broker
 lint: $(STAMP) ## ruff and mypy (strict)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+faults: $(STAMP) ## The fault suite alone, with each scenario's figures (also part of `make test`)
+	$(BIN)/pytest -m faults -s -q tests/faults
 
 bench: $(STAMP) ## Grader throughput and latency benchmark (prints numbers)
 	$(BIN)/python -m tests.bench.bench_grader
