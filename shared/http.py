@@ -1,18 +1,23 @@
-"""What every HTTP surface shares: problem+json errors, API-key auth, health routes."""
+"""What every HTTP surface shares: problem+json errors, the key gate in front of `/v1`,
+body limits, health routes."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 import asyncpg
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+import sqlalchemy.exc
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.metrics import metrics_response
 
@@ -20,6 +25,8 @@ PROBLEM = "application/problem+json"
 UNAVAILABLE: tuple[type[Exception], ...] = (
     SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError,
 )
+API_PREFIX = "/v1/"
+READY_TIMEOUT_S = 2.0
 log = logging.getLogger(__name__)
 
 
@@ -55,6 +62,83 @@ def unavailable(exc: Exception) -> JSONResponse:
                    headers={"Retry-After": "2"})
 
 
+def failed(exc: Exception) -> JSONResponse:
+    """The answer to one of UNAVAILABLE: 422 for a PostgreSQL data error, which the same
+    request would meet again, otherwise a 503 to retry."""
+    if not is_data_error(exc):
+        return unavailable(exc)
+    log.warning("the database refused a value of a request: %s", type(exc).__name__)
+    return problem(422, "Invalid value", detail=(
+        "The request holds a value the database cannot store (such as a NUL character or"
+        " a number out of range): correct it rather than retrying."))
+
+
+def is_data_error(exc: Exception) -> bool:
+    """A data exception (SQLSTATE class 22: a NUL in text, a number out of range), from
+    asyncpg (`asyncpg.DataError` and its subclasses) or through SQLAlchemy (whose asyncpg
+    dialect wraps it in a plain DBAPIError)."""
+    cause = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) else exc
+    return str(getattr(cause, "sqlstate", None) or "").startswith("22")
+
+
+def unstorable(text: str) -> str | None:
+    """Why PostgreSQL text cannot hold `text`, or None if it can."""
+    if "\x00" in text:
+        return "must not contain NUL characters"
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return "must be valid Unicode (no lone surrogates)"
+    return None
+
+
+def storable(text: str) -> str:
+    """A pydantic validator (`AfterValidator(storable)`): text PostgreSQL can hold."""
+    reason = unstorable(text)
+    if reason is not None:
+        raise ValueError(reason)
+    return text
+
+
+class BodyRefused(HTTPException):
+    """A body refused before it was read in full: 413 over the limit, 400 for a
+    Content-Length that is not a number. (An HTTPException, so that FastAPI passes it on
+    when it comes out of reading a body.)"""
+
+    def __init__(self, status: int, title: str, detail: str) -> None:
+        super().__init__(status, title)
+        self.title, self.explanation = title, detail
+
+
+class BodyLimit:
+    """At most `limit` bytes: Content-Length is checked before the body is read, and the
+    bytes are counted as they arrive, since a chunked body declares no length."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+
+    def check_declared(self, content_length: str | None) -> None:
+        """Refuse a declared length over the limit (or not a number) before reading."""
+        if content_length is None:
+            return
+        if not content_length.isdigit():
+            raise BodyRefused(400, "Invalid Content-Length",
+                              "Content-Length must be a number of bytes")
+        if int(content_length) > self.limit:
+            raise self._too_large()
+
+    def count(self, chunk: bytes) -> None:
+        """Add a chunk that arrived; refuse once the total passes the limit."""
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise self._too_large()
+
+    def _too_large(self) -> BodyRefused:
+        return BodyRefused(413, "Request body too large",
+                           f"the body may hold at most {self.limit} bytes")
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Every error leaves as problem+json, never as FastAPI's default shape."""
 
@@ -62,18 +146,24 @@ def install_problem_handlers(app: FastAPI) -> None:
         assert isinstance(exc, HTTPException)  # noqa: S101
         return problem(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
 
+    async def on_body(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, BodyRefused)  # noqa: S101
+        return problem(exc.status_code, exc.title, detail=exc.explanation)
+
     async def on_validation(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)  # noqa: S101
         return problem(422, "Invalid request", errors=field_errors(exc.errors()))
 
-    async def on_unavailable(_: Request, exc: Exception) -> Response:
-        return unavailable(exc)
+    async def on_failure(_: Request, exc: Exception) -> Response:
+        return failed(exc)
 
     app.add_exception_handler(HTTPException, on_http)
+    app.add_exception_handler(BodyRefused, on_body)
     app.add_exception_handler(RequestValidationError, on_validation)
-    # A database or network failure is a 503 the client can retry, not a bare 500.
+    # A database or network failure is a 503 the client can retry, not a bare 500; a
+    # data error is the request's own: a 422.
     for failure in UNAVAILABLE:
-        app.add_exception_handler(failure, on_unavailable)
+        app.add_exception_handler(failure, on_failure)
 
 
 class ApiKeys:
@@ -82,33 +172,26 @@ class ApiKeys:
     def __init__(self, scopes_by_hash: dict[str, frozenset[str]]) -> None:
         self._scopes = scopes_by_hash
 
-    def require(self, scope: str) -> Callable[[Request], Awaitable[None]]:
-        """A dependency: 401 for no or an unknown key, 403 for a key without `scope`."""
-
-        async def check(request: Request) -> None:
-            key = _bearer(request.headers.get("authorization", ""))
-            if key is None:
-                raise HTTPException(401, "Missing bearer key", {"WWW-Authenticate": "Bearer"})
-            scopes = self._scopes_of(key)
-            if scopes is None:
-                raise HTTPException(401, "Unknown key", {"WWW-Authenticate": "Bearer"})
-            if scope not in scopes and "admin" not in scopes:
-                raise HTTPException(403, f"This key lacks the {scope} scope")
-
-        return check
+    def refusal(self, authorization: str, scope: str) -> Response | None:
+        """401 for no or an unknown key, 403 for a key without `scope`; None to go on."""
+        key = _bearer(authorization)
+        if key is None:
+            return problem(401, "Missing bearer key", headers={"WWW-Authenticate": "Bearer"})
+        scopes = self._scopes_of(key)
+        if scopes is None:
+            return problem(401, "Unknown key", headers={"WWW-Authenticate": "Bearer"})
+        if scope not in scopes and "admin" not in scopes:
+            return problem(403, f"This key lacks the {scope} scope")
+        return None
 
     def allows(self, authorization: str, scope: str) -> bool:
-        """Whether an `Authorization` header value passes `require(scope)`."""
+        """Whether an `Authorization` header value passes `refusal(..., scope)`."""
         key = _bearer(authorization)
         scopes = None if key is None else self._scopes_of(key)
         return scopes is not None and (scope in scopes or "admin" in scopes)
 
     def _scopes_of(self, key: str) -> frozenset[str] | None:
         return self._scopes.get(hashlib.sha256(key.strip().encode()).hexdigest())
-
-    def dependency(self, scope: str) -> Any:
-        """`Depends(...)` for routers."""
-        return Depends(self.require(scope))
 
 
 def _bearer(authorization: str) -> str | None:
@@ -117,11 +200,81 @@ def _bearer(authorization: str) -> str | None:
     return key if kind.lower() == "bearer" and key else None
 
 
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of a request header (`name` in lower case), as Starlette reads it."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+class KeyGate:
+    """ASGI middleware in front of every route under `/v1/`: the key, then the declared
+    body size, are checked before the app routes the request, and the body is counted as
+    it streams in. FastAPI reads and parses a route's body before it runs the route's
+    dependencies, so a key checked there came after a 50 MB body had been read, and a
+    malformed one answered 422 instead of 401.
+
+    `scopes` maps path prefixes (`/v1/customers`) to the scope they need; any other path
+    under `/v1/` needs `admin`, so a route added without a thought needs the widest key.
+    `max_body` is None only where every route reads its body through a BodyLimit itself."""
+
+    def __init__(self, app: ASGIApp, *, keys: ApiKeys, scopes: Mapping[str, str],
+                 max_body: int | None) -> None:
+        self.app = app
+        self.keys = keys
+        # Longest first: the most specific prefix decides.
+        self.scopes = sorted(scopes.items(), key=lambda item: -len(item[0]))
+        self.max_body = max_body
+
+    def scope_for(self, path: str) -> str:
+        """The scope a path under `/v1/` needs."""
+        for prefix, needed in self.scopes:
+            if path == prefix or path.startswith(prefix + "/"):
+                return needed
+        return "admin"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(API_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        refused = self.keys.refusal(header(scope, b"authorization") or "",
+                                    self.scope_for(scope["path"]))
+        if refused is None and self.max_body is not None:
+            refused, receive = self._limited(scope, receive, self.max_body)
+        if refused is not None:
+            await refused(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    @staticmethod
+    def _limited(scope: Scope, receive: Receive, limit: int) -> tuple[Response | None, Receive]:
+        body = BodyLimit(limit)
+        try:
+            body.check_declared(header(scope, b"content-length"))
+        except BodyRefused as exc:
+            return problem(exc.status_code, exc.title, detail=exc.explanation), receive
+
+        async def counted() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                body.count(message.get("body", b""))
+            return message
+
+        return None, counted
+
+
+Check = Callable[[], Coroutine[Any, Any, bool]]
+
+
 def health_router(
-    registry: CollectorRegistry, ready: Callable[[], Awaitable[dict[str, bool]]]
+    registry: CollectorRegistry, checks: Mapping[str, Check], *,
+    timeout_s: float = READY_TIMEOUT_S,
 ) -> APIRouter:
-    """`/healthz`, `/readyz` (503 unless every dependency answers) and `/metrics`."""
+    """`/healthz`, `/readyz` (503 unless every check passes within `timeout_s`) and
+    `/metrics`."""
     router = APIRouter(tags=["health"])
+    readiness = Readiness(checks, timeout_s=timeout_s)
 
     @router.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -130,10 +283,10 @@ def health_router(
 
     @router.get("/readyz")
     async def readyz() -> Response:
-        """Every dependency answers."""
-        checks = await ready()
-        status = 200 if all(checks.values()) else 503
-        return JSONResponse({"ready": status == 200, "checks": checks}, status_code=status)
+        """Every dependency answers, in time."""
+        results = await readiness.run()
+        status = 200 if all(results.values()) else 503
+        return JSONResponse({"ready": status == 200, "checks": results}, status_code=status)
 
     @router.get("/metrics")
     async def metrics() -> Response:
@@ -141,3 +294,41 @@ def health_router(
         return metrics_response(registry)
 
     return router
+
+
+class Readiness:
+    """Named checks run side by side; one that has not answered within `timeout_s` is
+    false. A frozen database can hold a query (and even its cancellation) for ever, so a
+    late check is left to finish on its own rather than awaited, and is not started again
+    while it runs: probes every few seconds do not pile up stuck checks."""
+
+    def __init__(self, checks: Mapping[str, Check], *, timeout_s: float) -> None:
+        self.checks = dict(checks)
+        self.timeout_s = timeout_s
+        self.running: dict[str, asyncio.Task[bool]] = {}
+
+    async def run(self) -> dict[str, bool]:
+        """Each check's answer: true only if it passed within the timeout."""
+        for name, check in self.checks.items():
+            if name not in self.running or self.running[name].done():
+                task = asyncio.create_task(check(), name=f"readiness:{name}")
+                task.add_done_callback(functools.partial(self._finished, name))
+                self.running[name] = task
+        tasks = dict(self.running)
+        await asyncio.wait(tasks.values(), timeout=self.timeout_s)
+        return {name: self._passed(name, task) for name, task in tasks.items()}
+
+    def _passed(self, name: str, task: asyncio.Task[bool]) -> bool:
+        if not task.done():
+            log.warning("readiness: the %s check did not answer within %.1f s",
+                        name, self.timeout_s)
+            task.cancel()  # not awaited: its clean-up may hang as long as the check did
+            return False
+        if task.cancelled() or task.exception() is not None:
+            return False
+        return task.result()
+
+    def _finished(self, name: str, task: asyncio.Task[bool]) -> None:
+        self.running.pop(name, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("readiness: the %s check failed: %r", name, task.exception())

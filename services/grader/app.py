@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
@@ -20,7 +20,7 @@ from services.grader.consumer import Clock, Consumer, utc_now
 from services.grader.policies import PolicyCache
 from services.grader.telemetry import GraderMetrics
 from shared.db.engine import KEYED_LOOKUPS, SERVER_SETTINGS, asyncpg_dsn
-from shared.http import ApiKeys, health_router, install_problem_handlers
+from shared.http import ApiKeys, Check, KeyGate, health_router, install_problem_handlers
 from shared.kafka import ensure_topics, make_producer
 from shared.settings import GraderSettings
 from shared.tasks import supervise
@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 STALE_POLL_S = 60.0
 POLICY_REFRESH_S = 1.0
 GAUGE_REFRESH_S = 60.0
-READY_TIMEOUT_S = 5.0
+# The largest body a route takes: a policy document (a lookup of 1,000 ids is ~135 KB).
+MAX_BODY_BYTES = policy.MAX_POLICY_BYTES
 # Batched single lookups under way at once; the rest of the pool serves the other routes.
 LOOKUPS_IN_FLIGHT = 2
 
@@ -106,25 +107,26 @@ async def running(grader: Grader, consumer: Consumer | None) -> AsyncIterator[No
         await pool.close()
 
 
-Check = Callable[[], Awaitable[dict[str, bool]]]
-
-
-def readiness(grader: Grader, consumer: Consumer | None) -> Check:
+def readiness(grader: Grader, consumer: Consumer | None) -> dict[str, Check]:
     """The database answers, and the consume loop (if any) is making progress."""
 
-    async def ready() -> dict[str, bool]:
-        checks = {"database": False}
+    async def database() -> bool:
+        if grader.pool is None:
+            return False
         try:
-            if grader.pool is not None:
-                async with grader.pool.acquire(timeout=READY_TIMEOUT_S) as conn:
-                    checks["database"] = await conn.fetchval("SELECT 1") == 1
+            async with grader.pool.acquire() as conn:
+                return bool(await conn.fetchval("SELECT 1") == 1)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("readiness: database unreachable: %s", exc)
-        if consumer is not None:
-            checks["consumer"] = consumer.healthy(STALE_POLL_S)
-        return checks
+            return False
 
-    return ready
+    checks: dict[str, Check] = {"database": database}
+    if consumer is not None:
+        async def polling() -> bool:
+            return consumer.healthy(STALE_POLL_S)
+
+        checks["consumer"] = polling
+    return checks
 
 
 def create_app(settings: GraderSettings, *, clock: Clock = utc_now) -> FastAPI:
@@ -143,9 +145,12 @@ def create_app(settings: GraderSettings, *, clock: Clock = utc_now) -> FastAPI:
     app.include_router(health_router(metrics.registry, readiness(grader, consumer)))
     if serves_api:
         keys = ApiKeys(settings.key_scopes())
-        read = [keys.dependency(customers.READ_SCOPE)]
+        # The key and the body's size are checked before routing (policy and jobs: admin);
+        # FastLookups, outermost, answers the keys that may read tiers before either.
+        app.add_middleware(KeyGate, keys=keys, max_body=MAX_BODY_BYTES, scopes={
+            "/v1/customers": customers.READ_SCOPE, "/v1/stats": customers.READ_SCOPE})
         app.add_middleware(customers.FastLookups, grader=grader, keys=keys)
-        app.include_router(customers.router, dependencies=read)
-        app.include_router(stats.router, dependencies=read)
-        app.include_router(policy.router, dependencies=[keys.dependency("admin")])
+        app.include_router(customers.router)
+        app.include_router(stats.router)
+        app.include_router(policy.router)
     return app

@@ -13,7 +13,7 @@ from services.ingest.intake import IngestProblem
 from services.ingest.metrics import IngestMetrics
 from services.ingest.publisher import EventPublisher, KafkaPublisher
 from services.ingest.routes import EventRoutes, events_router
-from shared.http import ApiKeys, health_router, install_problem_handlers, problem
+from shared.http import ApiKeys, KeyGate, health_router, install_problem_handlers, problem
 from shared.settings import IngestSettings
 
 
@@ -30,9 +30,6 @@ def create_app(settings: IngestSettings, *, publisher: EventPublisher | None = N
             yield
         finally:
             await events_out.stop()
-
-    async def ready() -> dict[str, bool]:
-        return {"broker": await events_out.ready()}
 
     async def on_problem(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, IngestProblem)  # noqa: S101
@@ -52,7 +49,11 @@ def create_app(settings: IngestSettings, *, publisher: EventPublisher | None = N
     app.add_exception_handler(IngestProblem, on_problem)
     routes = EventRoutes(settings, publisher=events_out, metrics=metrics)
     # Event routes first: the router tries routes in order and these are the busy ones.
-    app.include_router(events_router(routes, ApiKeys(settings.key_scopes())))
-    app.include_router(health_router(registry, ready))
+    app.include_router(events_router(routes))
+    app.include_router(health_router(registry, {"broker": events_out.ready}))
+    # The key before anything reads the body; the routes limit their bodies themselves,
+    # after the media type, counting what they refuse.
+    app.add_middleware(KeyGate, keys=ApiKeys(settings.key_scopes()),
+                       scopes={"/v1/events": "events:write"}, max_body=None)
     app.state.registry = registry
     return app

@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import Request
 
 from shared.errors import TierflowError
+from shared.http import BodyLimit, BodyRefused
 
 JSON = "application/json"
 NDJSON = frozenset({"application/x-ndjson", "application/jsonl"})
@@ -37,26 +38,16 @@ def media_type(request: Request, allowed: frozenset[str]) -> str:
 
 
 async def read_body(request: Request, *, limit: int) -> bytes:
-    """The body, or 413 as soon as it exceeds `limit`: Content-Length is checked first,
-    and the streamed bytes are counted too, since a chunked body declares no length."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise IngestProblem(400, "Invalid Content-Length", reason="malformed")
-        if int(declared) > limit:
-            raise _too_large(limit)
+    """The body, or 413 as soon as it exceeds `limit` (see BodyLimit)."""
+    body = BodyLimit(limit)
     chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
+    try:
+        body.check_declared(request.headers.get("content-length"))
+        async for chunk in request.stream():
+            body.count(chunk)
+            chunks.append(chunk)
+    except BodyRefused as exc:
+        reason = "too_large" if exc.status_code == 413 else "malformed"
+        raise IngestProblem(exc.status_code, exc.title, reason=reason,
+                            detail=exc.explanation) from None
     return b"".join(chunks)
-
-
-def _too_large(limit: int) -> IngestProblem:
-    return IngestProblem(
-        413, "Request body too large", reason="too_large",
-        detail=f"the body may hold at most {limit} bytes",
-    )

@@ -1,7 +1,8 @@
 """`POST /v1/events` and `POST /v1/events/batch`: parse, validate, publish, answer.
 
-Order of checks for both: bearer key (401/403), media type (415), body size (413, before
-any parsing), JSON (400), rules (422 for one event; per item in a batch).
+Order of checks for both: bearer key (401/403, by the app's KeyGate before routing), media
+type (415), body size (413, before any parsing), JSON (400), rules (422 for one event; per
+item in a batch).
 
 Batch answers, beyond the contract's `{"accepted", "rejected", "results"}`:
 - more than `max_batch_events` events: 413 problem (the client should split the batch);
@@ -35,7 +36,6 @@ from services.ingest.intake import JSON, NDJSON, IngestProblem, media_type, read
 from services.ingest.metrics import IngestMetrics
 from services.ingest.publisher import EventPublisher
 from services.ingest.validation import MalformedJson, Rejection, Rules, validate_json
-from shared.http import ApiKeys
 from shared.settings import IngestSettings
 
 RETRY_AFTER_S = "2"
@@ -113,11 +113,9 @@ class EventRoutes:
         raise IngestProblem(status, title, reason=reason, detail=detail)
 
 
-def events_router(routes: EventRoutes, keys: ApiKeys) -> APIRouter:
-    """The routes behind `events:write`, each timed into the latency histogram."""
-    # The key is checked inside the handler rather than as a FastAPI dependency: the
-    # dependency machinery costs a measurable share of this hot path.
-    authorize = keys.require("events:write")
+def events_router(routes: EventRoutes) -> APIRouter:
+    """The routes behind `events:write` (checked by the app's KeyGate), each timed into the
+    latency histogram."""
     router = APIRouter(prefix="/v1", tags=["events"])
     latency = routes.metrics.latency
 
@@ -126,7 +124,6 @@ def events_router(routes: EventRoutes, keys: ApiKeys) -> APIRouter:
         """Publish one event (bearer key with `events:write`)."""
         started = perf_counter()
         try:
-            await authorize(request)
             return await routes.one(request)
         finally:
             latency["/v1/events"].observe(perf_counter() - started)
@@ -136,7 +133,6 @@ def events_router(routes: EventRoutes, keys: ApiKeys) -> APIRouter:
         """Publish up to `max_batch_events` events; valid ones are accepted regardless."""
         started = perf_counter()
         try:
-            await authorize(request)
             return await routes.many(request)
         finally:
             latency["/v1/events/batch"].observe(perf_counter() - started)

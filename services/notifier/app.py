@@ -27,7 +27,7 @@ from services.notifier.webhooks.dispatcher import Clock, Dispatcher, jitter, utc
 from services.notifier.webhooks.vault import Vault
 from shared.db import engine as db
 from shared.db.engine import KEYED_LOOKUPS, SERVER_SETTINGS, asyncpg_dsn, make_engine
-from shared.http import ApiKeys, health_router, install_problem_handlers
+from shared.http import ApiKeys, Check, KeyGate, health_router, install_problem_handlers
 from shared.kafka import make_producer
 from shared.settings import NotifierSettings
 from shared.tasks import supervise
@@ -35,6 +35,8 @@ from shared.tasks import supervise
 log = logging.getLogger(__name__)
 
 POOL_SIZE = 4
+# A subscription with the longest URL and full filters is ~45 KB.
+MAX_BODY_BYTES = 64 * 1024
 
 
 def build_relay(
@@ -95,12 +97,14 @@ def create_app(
     engine = make_engine(url, pool_size=1)
     tasks: dict[str, asyncio.Task[None]] = {}
 
-    async def ready() -> dict[str, bool]:
-        return {
-            "database": await database_ready(engine),
-            "broker": await broker_ready(settings.kafka_bootstrap),
-            "relay": "relay" in tasks and not tasks["relay"].done(),
-        }
+    async def relay_running() -> bool:
+        return "relay" in tasks and not tasks["relay"].done()
+
+    ready: dict[str, Check] = {
+        "database": lambda: database_ready(engine),
+        "broker": lambda: broker_ready(settings.kafka_bootstrap),
+        "relay": relay_running,
+    }
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -141,8 +145,10 @@ def create_app(
     app = FastAPI(title="tierflow notifier", lifespan=lifespan)
     install_problem_handlers(app)
     app.include_router(health_router(registry, ready))
-    keys = ApiKeys(settings.key_scopes())
-    app.include_router(subscriptions.router, dependencies=[keys.dependency("admin")])
+    # Every /v1 route needs admin; the key and the body's size are checked before routing.
+    app.add_middleware(KeyGate, keys=ApiKeys(settings.key_scopes()), scopes={},
+                       max_body=MAX_BODY_BYTES)
+    app.include_router(subscriptions.router)
     app.state.metrics = metrics
     app.state.webhooks = webhooks
     return app

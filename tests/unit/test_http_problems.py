@@ -9,7 +9,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.exc import OperationalError
 
-from shared.http import ApiKeys, install_problem_handlers
+from shared.http import ApiKeys, KeyGate, install_problem_handlers
 
 
 def _app(error: Exception) -> FastAPI:
@@ -37,13 +37,14 @@ async def test_a_dependency_failure_is_a_retryable_503(error: Exception) -> None
     assert answer.json()["status"] == 503
 
 
-async def test_allows_agrees_with_the_dependency() -> None:
+async def test_allows_agrees_with_the_gate() -> None:
     keys = ApiKeys({hashlib.sha256(k.encode()).hexdigest(): frozenset(s) for k, s in {
         "reader": {"tiers:read"}, "boss": {"admin"}, "writer": {"events:write"}}.items()})
     app = FastAPI()
     install_problem_handlers(app)
+    app.add_middleware(KeyGate, keys=keys, scopes={"/v1/read": "tiers:read"}, max_body=10)
 
-    @app.get("/read", dependencies=[keys.dependency("tiers:read")])
+    @app.get("/v1/read")
     async def read() -> None:
         return None
 
@@ -51,7 +52,7 @@ async def test_allows_agrees_with_the_dependency() -> None:
                "Bearer ", "", "Basic reader"]
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-        statuses = [(await client.get("/read", headers={"Authorization": h})).status_code
+        statuses = [(await client.get("/v1/read", headers={"Authorization": h})).status_code
                     for h in headers]
     assert statuses == [200, 200, 403, 401, 401, 401, 401, 401]
     assert [keys.allows(h, "tiers:read") for h in headers] == [s == 200 for s in statuses]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,17 +18,22 @@ from services.grader.grading.evaluate import grace_ends
 from services.grader.grading.messages import utc_iso
 from services.grader.grading.metrics import compute_metrics, metrics_json
 from services.grader.grading.policy import ActivePolicy
-from shared.http import UNAVAILABLE, ApiKeys, problem, unavailable
+from shared.events import CUSTOMER_ID_PATTERN, CustomerId
+from shared.http import UNAVAILABLE, ApiKeys, failed, problem
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
 PREFIX = "/v1/customers/"
 READ_SCOPE = "tiers:read"
+# What ingest and the grader accept as a customer id: any other was never seen, and some
+# (a NUL, a lone surrogate) would fail the query of every lookup batched with it.
+valid_customer_id = re.compile(CUSTOMER_ID_PATTERN).fullmatch
+ID_RULE = "a customer id is 1 to 128 characters from A-Z, a-z, 0-9 and . _ : @ -"
 
 
 class LookupRequest(BaseModel):
     """Up to 1,000 customer ids."""
 
-    customer_ids: list[str] = Field(min_length=1, max_length=1000)
+    customer_ids: list[CustomerId] = Field(min_length=1, max_length=1000)
 
 
 def customer_view(stored: repo.StoredCustomer, active: ActivePolicy) -> dict[str, Any]:
@@ -68,10 +74,12 @@ def answer(body: dict[str, Any]) -> Response:
 async def one_customer(grader: Grader, customer_id: str) -> Response:
     """The answer to `GET /v1/customers/{customer_id}` (once the key is checked)."""
     assert grader.loader is not None  # noqa: S101 - the lifespan made it before serving
+    if not valid_customer_id(customer_id):
+        return problem(404, "No such customer", detail=ID_RULE)
     try:
         found = await grader.loader.load(customer_id)
     except UNAVAILABLE as exc:
-        return unavailable(exc)
+        return failed(exc)
     if found is None:
         return problem(404, f"No customer {customer_id!r} has been seen")
     return answer(customer_view(found, grader.policies.active))
@@ -105,7 +113,7 @@ class FastLookups:
 
     def _lookup(self, scope: Scope) -> str | None:
         """The id of a lookup to answer here: the path as the route matches it, and the
-        key as `ApiKeys.require` reads it (the first Authorization header)."""
+        key as `KeyGate` reads it (the first Authorization header)."""
         if scope["type"] != "http" or scope["method"] != "GET" or scope.get("root_path"):
             return None
         path: str = scope["path"]

@@ -15,17 +15,16 @@ from services.grader import repository as repo
 from services.grader.api.deps import ConnDep, GraderDep
 from services.grader.grading.policy import ActivePolicy, parse_policy
 from shared.errors import PolicyInvalid
-from shared.http import problem
+from shared.http import problem, unstorable
 
 router = APIRouter(tags=["policy"])
-MAX_POLICY_BYTES = 256 * 1024
+MAX_POLICY_BYTES = 256 * 1024  # the largest body the grader takes (app.py)
 
 
 async def read_document(request: Request) -> object:
-    """The body as JSON, or YAML when the content type says so."""
+    """The body as JSON, or YAML when the content type says so. (Its size was checked
+    by the app's KeyGate: at most MAX_POLICY_BYTES.)"""
     body = await request.body()
-    if len(body) > MAX_POLICY_BYTES:
-        raise HTTPException(413, f"A policy document is at most {MAX_POLICY_BYTES} bytes")
     kind = request.headers.get("content-type", "application/json").split(";")[0].strip()
     try:
         if kind in ("application/yaml", "application/x-yaml", "text/yaml"):
@@ -35,8 +34,37 @@ async def read_document(request: Request) -> object:
         raise HTTPException(400, f"The body is not valid {kind}: {exc}") from None
 
 
-def _problems(exc: PolicyInvalid) -> list[dict[str, str]]:
-    return [{"path": path, "message": message} for path, message in exc.problems]
+def text_problems(document: object, path: str = "") -> list[tuple[str, str]]:
+    """Every text of the document (names and values) that PostgreSQL cannot store, as
+    (path, reason), paths written as the policy's own problems are. The policy's rules do
+    not look at every text, and a NUL in a label reached the database as a 503."""
+    problems: list[tuple[str, str]] = []
+    if isinstance(document, dict):
+        for key, value in document.items():
+            inner = f"{path}.{key}" if path else str(key)
+            reason = unstorable(key) if isinstance(key, str) else None
+            if reason is not None:
+                problems.append((path or "(document)", f"a field name {reason}"))
+            problems += text_problems(value, inner)
+    elif isinstance(document, list):
+        for i, item in enumerate(document):
+            problems += text_problems(item, f"{path}[{i}]")
+    elif isinstance(document, str):
+        reason = unstorable(document)
+        if reason is not None:
+            problems.append((path or "(document)", reason))
+    return problems
+
+
+def checked(document: object) -> list[dict[str, str]]:
+    """The document's problems (texts first, then the policy's rules); empty if valid."""
+    problems = text_problems(document)
+    if not problems:
+        try:
+            parse_policy(document)
+        except PolicyInvalid as exc:
+            problems = exc.problems
+    return [{"path": path, "message": message} for path, message in problems]
 
 
 @router.get("/v1/policy")
@@ -49,21 +77,17 @@ async def get_policy(grader: GraderDep) -> dict[str, Any]:
 @router.post("/v1/policy/validate")
 async def validate_policy(request: Request) -> dict[str, Any]:
     """Check a document without storing it."""
-    try:
-        parse_policy(await read_document(request))
-    except PolicyInvalid as exc:
-        return {"valid": False, "problems": _problems(exc)}
-    return {"valid": True, "problems": []}
+    problems = checked(await read_document(request))
+    return {"valid": not problems, "problems": problems}
 
 
 @router.put("/v1/policy", status_code=202)
 async def put_policy(request: Request, grader: GraderDep, conn: ConnDep) -> Any:
     """Store a new version; new events use it at once, everyone is re-graded in a job."""
     document = await read_document(request)
-    try:
-        parse_policy(document)
-    except PolicyInvalid as exc:
-        return problem(422, "Invalid policy", errors=_problems(exc))
+    problems = checked(document)
+    if problems:
+        return problem(422, "Invalid policy", errors=problems)
     assert isinstance(document, dict)  # noqa: S101 - parse_policy accepted it
     async with conn.transaction():
         version = await repo.insert_policy(conn, document)

@@ -9,8 +9,8 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 import asyncpg
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from services.notifier.webhooks import store
 from services.notifier.webhooks.addresses import AddressRefused, UrlGuard
@@ -18,10 +18,15 @@ from services.notifier.webhooks.dispatcher import Clock
 from services.notifier.webhooks.filters import Filter
 from services.notifier.webhooks.signing import new_secret
 from services.notifier.webhooks.vault import Vault
+from shared.http import storable
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
 
-Name = Annotated[str, Field(min_length=1, max_length=200)]
+# Texts and numbers that reach PostgreSQL are checked here: a NUL, a lone surrogate or a
+# number beyond bigint is a 422 for the client to fix, not a database error.
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(storable)]
+BIGINT_MAX = 2**63 - 1
+DeliveryId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
 
 
 @dataclass
@@ -72,7 +77,7 @@ class SubscriptionIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(min_length=1, max_length=2048)
+    url: Annotated[str, Field(min_length=1, max_length=2048), AfterValidator(storable)]
     filter: FilterIn = Field(default_factory=FilterIn)
 
 
@@ -166,7 +171,7 @@ async def deliveries(
     sid: uuid.UUID, conn: ConnDep,
     status: Literal["pending", "delivered", "failed"] | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[int | None, Query(ge=1)] = None,
+    cursor: Annotated[int | None, Query(ge=1, le=BIGINT_MAX)] = None,
 ) -> dict[str, Any]:
     """The subscription's deliveries, newest first; `next_cursor` pages back."""
     await _found(conn, sid)
@@ -186,7 +191,7 @@ async def retry_all(
 
 @router.post("/{sid}/deliveries/{delivery_id}/retry", status_code=202)
 async def retry_one(
-    sid: uuid.UUID, delivery_id: int, webhooks: WebhooksDep, conn: ConnDep
+    sid: uuid.UUID, delivery_id: DeliveryId, webhooks: WebhooksDep, conn: ConnDep
 ) -> dict[str, Any]:
     """One more attempt for a failed (or already delivered) delivery."""
     had = await store.retry_delivery(conn, sid, delivery_id, now=webhooks.clock())
