@@ -35,6 +35,12 @@ class CommonSettings(BaseSettings):
     # soon as data arrives, whatever this is; Tansu 0.6 holds it for the whole time, which
     # at 500 ms (aiokafka's default) added ~250 ms to every event's latency.
     kafka_fetch_max_wait_ms: int = Field(default=10, ge=1, le=10_000)
+    # Database waits (see docs/operations.md#database-connections): connecting; any one
+    # command on a service's connections (also the server's statement_timeout); and how
+    # long a silent peer may stay unanswered before either side drops the connection.
+    db_connect_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    db_query_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    db_dead_peer_s: int = Field(default=30, ge=2, le=3600)
     api_keys: SecretStr = SecretStr("{}")
     base_currency: str = Field(default="CNY", pattern=r"^[A-Z]{3}$")
     host: str = "127.0.0.1"
@@ -121,6 +127,9 @@ class GraderSettings(CommonSettings):
     dedupe_days: int = Field(default=30, ge=1, le=3650)
     max_future_seconds: int = Field(default=300, ge=0)
     regrade_chunk: int = Field(default=1000, ge=1)
+    # Any one command of a consume loop (a checkpoint's COPY and commit, loading a
+    # partition's customers, a re-grade chunk): longer than the API's queries may take.
+    db_consumer_timeout_s: float = Field(default=120.0, gt=0, le=3600)
     db_pool_size: int = Field(default=5, ge=1)
 
 
@@ -131,6 +140,10 @@ class NotifierSettings(CommonSettings):
     relay_batch: int = Field(default=1000, ge=1)
     relay_idle_ms: int = Field(default=100, ge=1)
     produce_timeout_s: float = Field(default=10.0, gt=0)
+    # The relay leader's session lease: PostgreSQL ends the leader's session once it has
+    # been silent this long (its lock then passes to another notifier); the leader
+    # queries at least every quarter of it.
+    relay_lease_s: float = Field(default=15.0, ge=1, le=3600)
     # Fernet keys (comma-separated; the first encrypts) for the webhook signing secrets.
     # Without one the notifier relays to the topic but cannot create subscriptions.
     webhook_secrets_key: SecretStr | None = None
