@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 from typing import Literal
 
 import orjson
 from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 SCOPES = frozenset({"events:write", "tiers:read", "admin"})
+# The stand-ins deploy/env.example and the docs show for secrets: a copy left unfilled
+# must not start with them (it would run with keys anyone can read).
+PLACEHOLDER = re.compile(r"replace-with|change-?me|a-long-random-key", re.IGNORECASE)
+GENERATE_KEY = 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
+GENERATE_FERNET = ('python3 -c "from cryptography.fernet import Fernet;'
+                   ' print(Fernet.generate_key().decode())"')
 
 
 class CommonSettings(BaseSettings):
@@ -52,6 +61,14 @@ class CommonSettings(BaseSettings):
         url = value.get_secret_value()
         if not url.startswith("postgresql+asyncpg://"):
             raise ValueError("must start with postgresql+asyncpg://")
+        try:
+            password = make_url(url).password or ""
+        except (ArgumentError, ValueError):
+            raise ValueError("is not a database URL (postgresql+asyncpg://user:password@"
+                             "host:port/database)") from None
+        if PLACEHOLDER.search(password):
+            raise ValueError("its password is a placeholder (POSTGRES_PASSWORD in"
+                             " deploy/env.example): set the database's real password")
         return value
 
     @field_validator("kafka_bootstrap")
@@ -89,6 +106,9 @@ def parse_api_keys(raw: str) -> dict[str, frozenset[str]]:
             raise ValueError(f"key #{number}: scopes must be a non-empty list of {sorted(SCOPES)}")
         if len(key) < 16:
             raise ValueError(f"key #{number}: keys must be at least 16 characters")
+        if PLACEHOLDER.search(key):
+            raise ValueError(f"key #{number} is a placeholder from deploy/env.example or the"
+                             f" docs: generate a real key with {GENERATE_KEY}")
         keys[key] = frozenset(scopes)
     return keys
 
@@ -161,6 +181,9 @@ class NotifierSettings(CommonSettings):
     def _webhook_key(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             for number, part in enumerate(value.get_secret_value().split(","), start=1):
+                if PLACEHOLDER.search(part):
+                    raise ValueError(f"key #{number} is a placeholder from deploy/env.example:"
+                                     f" generate a Fernet key with {GENERATE_FERNET}")
                 try:
                     Fernet(part.strip().encode())
                 except ValueError:
