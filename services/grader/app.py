@@ -19,7 +19,7 @@ from services.grader.api.loader import CustomerLoader
 from services.grader.consumer import Clock, Consumer, utc_now
 from services.grader.policies import PolicyCache
 from services.grader.telemetry import GraderMetrics
-from shared.db.engine import KEYED_LOOKUPS, SERVER_SETTINGS, asyncpg_dsn
+from shared.db.engine import KEYED_LOOKUPS, Timeouts, create_pool
 from shared.http import ApiKeys, Check, KeyGate, health_router, install_problem_handlers
 from shared.kafka import ensure_topics, make_producer
 from shared.settings import GraderSettings
@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 STALE_POLL_S = 60.0
 POLICY_REFRESH_S = 1.0
 GAUGE_REFRESH_S = 60.0
+# The readiness query's own bound (within /readyz's overall one, shared/http.py).
+READY_TIMEOUT_S = 2.0
 # The largest body a route takes: a policy document (a lookup of 1,000 ids is ~135 KB).
 MAX_BODY_BYTES = policy.MAX_POLICY_BYTES
 # Batched single lookups under way at once; the rest of the pool serves the other routes.
@@ -66,9 +68,9 @@ async def running(grader: Grader, consumer: Consumer | None) -> AsyncIterator[No
     way out."""
     settings = grader.settings
     size = settings.db_pool_size if grader.serves_api else 1
-    pool = grader.pool = await asyncpg.create_pool(
-        asyncpg_dsn(settings.database_url.get_secret_value()), min_size=size, max_size=size,
-        server_settings={**SERVER_SETTINGS, **KEYED_LOOKUPS}, reset=keep_session)
+    pool = grader.pool = await create_pool(
+        settings.database_url.get_secret_value(), Timeouts.of(settings), min_size=size,
+        max_size=size, settings=KEYED_LOOKUPS, reset=keep_session)
     async with pool.acquire() as conn:
         await grader.policies.load(conn)
     tasks = []
@@ -114,7 +116,8 @@ def readiness(grader: Grader, consumer: Consumer | None) -> dict[str, Check]:
         if grader.pool is None:
             return False
         try:
-            async with grader.pool.acquire() as conn:
+            # One bound for the wait for a connection and the query together.
+            async with asyncio.timeout(READY_TIMEOUT_S), grader.pool.acquire() as conn:
                 return bool(await conn.fetchval("SELECT 1") == 1)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("readiness: database unreachable: %s", exc)

@@ -21,7 +21,7 @@ from services.grader import repository as repo
 from services.grader.grading.customer import Reason, TierChange, grade_customer
 from services.grader.grading.policy import ActivePolicy
 from services.grader.owned import OwnedCustomers
-from shared.db.engine import connect
+from shared.db.engine import Timeouts, close, connect
 
 
 @dataclass
@@ -95,8 +95,9 @@ def grade_pending(
 class Writer:
     """Commits checkpoints on a connection of its own, one at a time."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, timeouts: Timeouts) -> None:
         self.database_url = database_url
+        self.timeouts = timeouts
         self.conn: asyncpg.Connection | None = None
         self.inflight: asyncio.Task[None] | None = None
         self.inflight_ids: dict[str, str] = {}  # event ids of the checkpoint in flight
@@ -104,7 +105,7 @@ class Writer:
     async def open(self) -> None:
         """Connect (again) and prepare the staging table."""
         await self.close()
-        self.conn = await connect(self.database_url)
+        self.conn = await connect(self.database_url, timeouts=self.timeouts)
         await repo.prepare(self.conn)
 
     async def close(self) -> None:
@@ -114,7 +115,7 @@ class Writer:
             await asyncio.gather(self.inflight, return_exceptions=True)
         self.inflight, self.inflight_ids = None, {}
         if self.conn is not None and not self.conn.is_closed():
-            await self.conn.close()
+            await close(self.conn)
         self.conn = None
 
     async def wait(self) -> None:

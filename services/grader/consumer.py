@@ -37,7 +37,7 @@ from services.grader.positions import Positions
 from services.grader.routing import owner_partition
 from services.grader.side_effects import SideEffects
 from services.grader.telemetry import GraderMetrics
-from shared.db.engine import KEYED_LOOKUPS, connect
+from shared.db.engine import KEYED_LOOKUPS, Timeouts, close, connect
 from shared.events import Event
 from shared.kafka import cluster_id, make_consumer
 from shared.settings import GraderSettings
@@ -82,7 +82,10 @@ class Consumer:
         self.pending = Pending()
         self.lock = asyncio.Lock()  # one of: take, checkpoint, sweep, rebalance
         self.conn: asyncpg.Connection | None = None  # reads; the writer has its own
-        self.writer = Writer(settings.database_url.get_secret_value())
+        # The loop's own commands (checkpoints, partition loads, re-grades) may take
+        # longer than a lookup; a dead connection is still noticed within the bound.
+        self.timeouts = Timeouts.of(settings, query_s=settings.db_consumer_timeout_s)
+        self.writer = Writer(settings.database_url.get_secret_value(), self.timeouts)
         self.consumer: AIOKafkaConsumer | None = None
         self.effects: SideEffects | None = None
         self.partition_count = settings.events_partitions
@@ -134,7 +137,7 @@ class Consumer:
             self._reset()
             await self.consumer.stop()
             self.consumer = None
-            await self.conn.close()
+            await close(self.conn)
 
     def _reset(self) -> None:
         self.positions.clear()
@@ -255,11 +258,11 @@ class Consumer:
     async def _connect(self) -> asyncpg.Connection:
         """The read connection (the writer has its own)."""
         return await connect(self.settings.database_url.get_secret_value(),
-                             settings=KEYED_LOOKUPS)
+                             settings=KEYED_LOOKUPS, timeouts=self.timeouts)
 
     async def _reconnect(self) -> None:
         if self.conn is not None and not self.conn.is_closed():
-            await self.conn.close()
+            await close(self.conn)
         self._discard_memory()
         self.conn = await self._connect()
         await self.writer.open()

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from services.notifier.api import subscriptions
 from services.notifier.api.subscriptions import Webhooks
-from services.notifier.health import broker_ready, database_ready
+from services.notifier.health import PROBE_TIMEOUT_S, broker_ready, database_ready
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.relay import Relay
 from services.notifier.sender import KafkaSender
@@ -26,7 +26,7 @@ from services.notifier.webhooks.addresses import UrlGuard, parse_networks
 from services.notifier.webhooks.dispatcher import Clock, Dispatcher, jitter, utc_now
 from services.notifier.webhooks.vault import Vault
 from shared.db import engine as db
-from shared.db.engine import KEYED_LOOKUPS, SERVER_SETTINGS, asyncpg_dsn, make_engine
+from shared.db.engine import KEYED_LOOKUPS, Timeouts, create_pool, make_engine
 from shared.http import ApiKeys, Check, KeyGate, health_router, install_problem_handlers
 from shared.kafka import make_producer
 from shared.settings import NotifierSettings
@@ -45,6 +45,10 @@ def build_relay(
 ) -> Relay:
     """The relay wired to the settings' database and broker."""
     url = settings.database_url.get_secret_value()
+    # Each command within half the lease: a leader whose connection died learns it (and
+    # stops) before PostgreSQL can give its lock to another notifier.
+    lease = settings.relay_lease_s
+    timeouts = Timeouts.of(settings, query_s=min(settings.db_query_timeout_s, lease / 2))
 
     def sender() -> KafkaSender:
         return KafkaSender(
@@ -55,23 +59,23 @@ def build_relay(
     return Relay(
         # Keyed lookups: the fan-out's per-lane probe must stay an index probe even when the
         # statistics say the queue is empty (the normal state of a healthy one).
-        connect=lambda: db.connect(url, settings=KEYED_LOOKUPS), sender_factory=sender,
-        metrics=metrics,
+        connect=lambda: db.connect(url, settings=KEYED_LOOKUPS, timeouts=timeouts.lease(lease)),
+        sender_factory=sender, metrics=metrics,
         batch=settings.relay_batch, idle_s=settings.relay_idle_ms / 1000, clock=clock,
-        on_deliveries=on_deliveries,
+        on_deliveries=on_deliveries, lease_s=lease,
     )
 
 
-async def listen(url: str, dispatcher: Dispatcher) -> None:
+async def listen(url: str, timeouts: Timeouts, dispatcher: Dispatcher) -> None:
     """Wake the dispatcher when another process queues deliveries or edits subscriptions
     (an optimisation: the dispatcher also polls)."""
-    conn = await db.connect(url)
+    conn = await db.connect(url, timeouts=timeouts)
     try:
         await conn.add_listener(store.NOTIFY_DELIVERIES, lambda *_: dispatcher.wake())
         await conn.add_listener(store.NOTIFY_SUBSCRIPTIONS, lambda *_: dispatcher.reload())
         while not conn.is_closed():
             await asyncio.sleep(1.0)
-            await conn.execute("SELECT 1", timeout=5.0)  # notice a dead connection
+            await conn.execute("SELECT 1")  # notice a dead connection (command timeout)
     finally:
         conn.terminate()
 
@@ -94,7 +98,10 @@ def create_app(
     key = settings.webhook_secrets_key
     webhooks = Webhooks(vault=None if key is None else Vault(key.get_secret_value()),
                         clock=clock)
-    engine = make_engine(url, pool_size=1)
+    timeouts = Timeouts.of(settings)
+    # The readiness probe's own engine: its connect and query answer within the probe.
+    engine = make_engine(url, pool_size=1, timeouts=Timeouts(
+        connect_s=PROBE_TIMEOUT_S, query_s=PROBE_TIMEOUT_S, dead_peer_s=settings.db_dead_peer_s))
     tasks: dict[str, asyncio.Task[None]] = {}
 
     async def relay_running() -> bool:
@@ -115,9 +122,9 @@ def create_app(
         # Keyed lookups: with statistics taken while the queue was empty (its normal state),
         # the planner answered the claim's lane check by rescanning every pending delivery
         # for each candidate (80 ms a claim at 20,000 pending, against 0.8 ms by the index).
-        webhooks.pool = await asyncpg.create_pool(
-            asyncpg_dsn(url), min_size=1, max_size=POOL_SIZE,
-            server_settings={**SERVER_SETTINGS, **KEYED_LOOKUPS}, reset=keep_session,
+        webhooks.pool = await create_pool(
+            url, timeouts, min_size=1, max_size=POOL_SIZE, settings=KEYED_LOOKUPS,
+            reset=keep_session,
         )
         dispatcher = Dispatcher(
             pool=webhooks.pool, vault=webhooks.vault, guard=webhooks.guard, metrics=metrics,
@@ -126,7 +133,7 @@ def create_app(
         )
         relay = build_relay(settings, metrics, clock=clock, on_deliveries=dispatcher.wake)
         loops = {"relay": relay.run, "webhooks": dispatcher.run,
-                 "listener": lambda: listen(url, dispatcher)}
+                 "listener": lambda: listen(url, timeouts, dispatcher)}
         for name, run in loops.items():
             tasks[name] = asyncio.create_task(supervise(run, name=name, delay=1.0), name=name)
         try:

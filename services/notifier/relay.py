@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import asyncpg
 from aiokafka.errors import KafkaError
@@ -28,8 +28,13 @@ LOCK_RETRY_S = 1.0
 RECONNECT_S = 1.0
 BACKLOG_REFRESH_S = 1.0
 CLOSE_TIMEOUT_S = 2.0
-# A silently dead connection (no RST) must not hang the relay: give up on it, reconnect.
-QUERY_TIMEOUT_S = 30.0
+# Leadership is a lease: the lock connection is opened with idle_session_timeout at the
+# lease (and each command bounded by half of it, see `build_relay`), so PostgreSQL ends a
+# leader's session, and releases its lock, once the session has been silent that long,
+# even when TCP never reports the leader gone (a blackhole). A live relay is never silent
+# that long: it sends a heartbeat every quarter lease while it waits for anything else.
+DEFAULT_LEASE_S = 15.0
+HEARTBEAT = "SELECT 1"
 
 TRY_LOCK = "SELECT pg_try_advisory_lock($1)"
 SELECT_UNSENT = (
@@ -44,6 +49,7 @@ COUNT_UNSENT = "SELECT count(*) FROM tier_changes WHERE sent_at IS NULL"
 INTERRUPTIONS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError, KafkaError)
 
 Connect = Callable[[], Awaitable[asyncpg.Connection]]
+T = TypeVar("T")
 
 
 class Sender(Protocol):
@@ -69,9 +75,11 @@ class Relay:
         self, *, connect: Connect, sender_factory: Callable[[], Sender],
         metrics: NotifierMetrics, batch: int, idle_s: float,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        on_deliveries: Callable[[], None] = lambda: None,
+        on_deliveries: Callable[[], None] = lambda: None, lease_s: float = DEFAULT_LEASE_S,
     ) -> None:
         self._clock = clock
+        self._lease_s = lease_s
+        self._beat_s = lease_s / 4
         self._on_deliveries = on_deliveries
         self._connect = connect
         self._sender_factory = sender_factory
@@ -94,9 +102,9 @@ class Relay:
     async def _session(self) -> None:
         conn = await self._connect()
         try:
-            while not await conn.fetchval(TRY_LOCK, LOCK_KEY, timeout=QUERY_TIMEOUT_S):
+            while not await conn.fetchval(TRY_LOCK, LOCK_KEY):
                 await self._refresh_backlog(conn)
-                await asyncio.sleep(LOCK_RETRY_S)
+                await asyncio.sleep(min(LOCK_RETRY_S, self._beat_s))
             log.info("this notifier holds the relay lock and relays the outbox")
             self._metrics.is_leader.set(1)
             await self._lead(conn)
@@ -115,15 +123,15 @@ class Relay:
                 outcome = await self._cycle(conn, sender)
                 failures = failures + 1 if outcome is Outcome.FAILED else 0
                 if outcome is Outcome.IDLE:
-                    await _wait(wake, self._idle_s)
+                    await self._beating(conn, _wait(wake, self._idle_s))
                 elif failures:
-                    await asyncio.sleep(backoff_delay(failures))
+                    await self._beating(conn, asyncio.sleep(backoff_delay(failures)))
         finally:
             await sender.close()
 
     async def _cycle(self, conn: asyncpg.Connection, sender: Sender) -> Outcome:
         """Send the oldest unsent rows; mark sent only those acked before the first failure."""
-        records = await conn.fetch(SELECT_UNSENT, self._batch, timeout=QUERY_TIMEOUT_S)
+        records = await conn.fetch(SELECT_UNSENT, self._batch)
         if not records:
             self._set_backlog(0)
             return Outcome.IDLE
@@ -131,7 +139,7 @@ class Relay:
         rows = [OutboxRow(**dict(record)) for record in records]
         if conn.is_closed():
             raise asyncpg.InterfaceError("the relay's lock connection is closed")
-        acked = await sender.send(rows)
+        acked = await self._beating(conn, sender.send(rows))
         self._observe(rows, acked)
         sent = [row for row, ok in zip(rows, acked, strict=True) if ok]
         if sent:
@@ -141,7 +149,7 @@ class Relay:
     async def _mark_sent(self, conn: asyncpg.Connection, rows: Sequence[OutboxRow]) -> None:
         """Mark the rows sent and queue a webhook delivery for each matching subscription,
         in one transaction: the webhook body is then exactly the message on the topic."""
-        async with asyncio.timeout(QUERY_TIMEOUT_S), conn.transaction():
+        async with asyncio.timeout(self._lease_s), conn.transaction():
             await conn.execute(MARK_SENT, [row.id for row in rows])
             subscriptions = [(s.id, s.filter) for s in await store.list_subscriptions(conn)]
             if subscriptions:
@@ -160,11 +168,24 @@ class Relay:
 
     async def _refresh_backlog(self, conn: asyncpg.Connection) -> None:
         if time.monotonic() - self._backlog_at >= BACKLOG_REFRESH_S:
-            self._set_backlog(await conn.fetchval(COUNT_UNSENT, timeout=QUERY_TIMEOUT_S))
+            self._set_backlog(await conn.fetchval(COUNT_UNSENT))
 
     def _set_backlog(self, count: int) -> None:
         self._metrics.backlog.set(count)
         self._backlog_at = time.monotonic()
+
+    async def _beating(self, conn: asyncpg.Connection, work: Awaitable[T]) -> T:
+        """Await `work` (which does not use `conn`) while keeping the lease alive: a
+        heartbeat every quarter lease. A failed heartbeat abandons the work."""
+        task = asyncio.ensure_future(work)
+        try:
+            while not (await asyncio.wait({task}, timeout=self._beat_s))[0]:
+                await conn.execute(HEARTBEAT)
+            return task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:

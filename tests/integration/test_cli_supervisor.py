@@ -64,14 +64,6 @@ async def scalar(url: str, sql: str) -> object:
         await engine.dispose()
 
 
-def forget_pgserver_handle(pg_dir: Path) -> None:
-    """pgserver caches one handle per data dir per process and would hand back the stopped
-    server; a real `tierflow up` restart is a new process, which this imitates."""
-    from pgserver.postgres_server import PostgresServer
-
-    PostgresServer._instances.pop(pg_dir.resolve(), None)
-
-
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
     """Outside pytest's temp root: concurrent pytest runs reset that root to mode 0700, which
@@ -97,7 +89,6 @@ async def test_embedded_infrastructure_starts_stops_and_keeps_its_data(data_dir:
     assert any("memory only" in line for line in said)
     assert said[-1].startswith("stopped PostgreSQL")
 
-    forget_pgserver_handle(options.data_dir / "pg")
     async with Supervisor(options, settings=settings, out=said.append) as again:
         assert again.api_key == first_key
         assert await scalar(again.database_url, "SELECT count(*) FROM survives_restart") == 0

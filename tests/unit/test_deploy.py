@@ -24,6 +24,7 @@ PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "tierflow.json"
 DATASOURCES = ROOT / "deploy" / "grafana" / "provisioning" / "datasources"
+ENV_EXAMPLE = ROOT / "deploy" / "env.example"
 
 SETTINGS_BY_COMMAND: dict[str, type[CommonSettings]] = {
     "migrate": CommonSettings,
@@ -282,6 +283,43 @@ def test_variable_values_pass_validation_and_pinned_ones_equal_defaults(
     compose: dict[str, Any],
 ) -> None:
     assert value_problems(compose) == []
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """`KEY=value` lines (shell quoting), comments and blank lines skipped."""
+    values = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, value = shlex.split(line)[0].partition("=")
+            values[name] = value
+    return values
+
+
+def test_the_env_example_placeholders_do_not_pass_validation(compose: dict[str, Any]) -> None:
+    """A copy of deploy/env.example left unfilled: every process refuses to start, naming
+    each placeholder, and never repeating it."""
+    example = read_dotenv(ENV_EXAMPLE)
+    secrets = {"database_url", "api_keys", "webhook_secrets_key"}
+    for name, cmd, service in tierflow_services(compose):
+        values = {
+            field_of(var): interpolate(value, example)
+            for var, value in environment(service).items() if var.startswith("TIERFLOW_")
+        }
+        with pytest.raises(ValidationError) as caught:
+            SETTINGS_BY_COMMAND[cmd](_env_file=None, **values)
+        errors = caught.value.errors(include_input=False)
+        flagged = {str(e["loc"][0]) for e in errors if "placeholder" in e["msg"]}
+        assert flagged == secrets & values.keys(), name
+        assert not any("replace-with" in e["msg"] or "change-me" in e["msg"] for e in errors)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("database_url", "postgresql+asyncpg://tierflow:changeme@db:5432/tierflow"),
+    ("api_keys", json.dumps({"a-long-random-key-for-the-tills": ["events:write"]})),
+])
+def test_placeholders_from_the_docs_are_refused_too(field: str, value: str) -> None:
+    with pytest.raises(ValidationError, match="placeholder"):
+        CommonSettings(_env_file=None, **{field: value})
 
 
 def test_ports_equal_the_settings_defaults(
