@@ -73,8 +73,8 @@ def wanted_topics(settings: CommonSettings) -> list[NewTopic]:
 async def ensure_topics(settings: CommonSettings, topics: Iterable[NewTopic] | None = None) -> None:
     """Create the topics if missing; an existing topic is left as it is."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
+    try:  # closed even when start() fails or is cancelled half-way
+        await admin.start()
         existing = set(await admin.list_topics())
         missing = [t for t in (topics or wanted_topics(settings)) if t.name not in existing]
         if missing:
@@ -90,8 +90,8 @@ async def ensure_topics(settings: CommonSettings, topics: Iterable[NewTopic] | N
 async def cluster_id(settings: CommonSettings) -> str | None:
     """The broker cluster's id (Metadata v2+), or None when it reports none."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
     try:
+        await admin.start()
         described = await admin.describe_cluster()
     finally:
         await admin.close()

@@ -43,10 +43,17 @@ _ONE = frozenset({JSON})
 _MANY = NDJSON | _ONE
 
 
+# A 503 is "not acknowledged in time", not "not stored": say what the client should do.
+SAFE_RETRY = ("A send still pending at the deadline can land later, so the event may be "
+              "stored: retry with the same event_id, which is always safe (an event_id is "
+              "applied once).")
+
+
 def unavailable(detail: str) -> IngestProblem:
-    """503: nothing was accepted; the client should retry with the same event_ids."""
+    """503: not acknowledged in time; the client should retry with the same event_ids."""
     return IngestProblem(
-        503, "Broker unavailable", detail=detail, headers={"Retry-After": RETRY_AFTER_S}
+        503, "Broker unavailable", detail=f"{detail}. {SAFE_RETRY}",
+        headers={"Retry-After": RETRY_AFTER_S},
     )
 
 

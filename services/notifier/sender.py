@@ -115,9 +115,15 @@ class KafkaSender:
     async def _started(self) -> Producer:
         if self._producer is None:
             producer = self._factory()
+            # Not cancelled half-way: aiokafka's bootstrap leaks its connection when
+            # interrupted between connecting and reading the metadata.
+            starting = asyncio.ensure_future(producer.start())
             try:
-                await producer.start()
+                await asyncio.shield(starting)
             except BaseException:
+                await asyncio.wait([starting])
+                if not starting.cancelled():
+                    starting.exception()  # seen: the failure is the caller's to report
                 await _stop_quietly(producer)
                 raise
             self._producer = producer

@@ -56,12 +56,16 @@ class Ends:
         )
 
     async def __aenter__(self) -> Ends:
-        await self._consumer.start()
-        await self._consumer.topics()  # loads the metadata the next line reads
-        partitions = self._consumer.partitions_for_topic(self._topic) or set()
-        self._partitions = [TopicPartition(self._topic, p) for p in sorted(partitions)]
-        self._consumer.assign(self._partitions)
-        await self._consumer.seek_to_end(*self._partitions)
+        try:
+            await self._consumer.start()
+            await self._consumer.topics()  # loads the metadata the next line reads
+            partitions = self._consumer.partitions_for_topic(self._topic) or set()
+            self._partitions = [TopicPartition(self._topic, p) for p in sorted(partitions)]
+            self._consumer.assign(self._partitions)
+            await self._consumer.seek_to_end(*self._partitions)
+        except BaseException:
+            await self._consumer.stop()
+            raise
         return self
 
     async def __aexit__(self, *_: object) -> None:

@@ -61,6 +61,7 @@ class Report:
     changes: int = 0
     changes_missing: int = 0
     recovery_s: float = 0.0
+    retried: int = 0  # requests the client had to send again (503, reset, unacknowledged)
 
     def line(self) -> str:
         return (f"{self.scenario}: accepted {self.accepted:,}, lost {self.lost}, doubled "
@@ -171,6 +172,8 @@ class Load:
             self.failures += 1
             return events
         again = []
+        if answer.json().get("unavailable"):
+            self.failures += 1
         for event, result in zip(events, answer.json()["results"], strict=True):
             if result["status"] == "accepted":
                 self.accepted[event["event_id"]] = event
