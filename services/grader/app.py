@@ -132,7 +132,7 @@ def create_app(settings: GraderSettings, *, clock: Clock = utc_now) -> FastAPI:
     what the consumer grades by (tests move it to let days pass)."""
     metrics = GraderMetrics()
     serves_api = settings.grader_role in ("all", "api")
-    policies = PolicyCache()
+    policies = PolicyCache(base_currency=settings.base_currency)
     grader = Grader(settings, policies, metrics, serves_api)
     consumer = (Consumer(settings, policies=policies, metrics=metrics, clock=clock)
                 if settings.grader_role in ("all", "consumer") else None)

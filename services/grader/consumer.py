@@ -29,7 +29,6 @@ from services.grader import repository as repo
 from services.grader.checkpoints import Graded, Pending, Writer, grade_pending
 from services.grader.grading.aggregates import FoldError, apply
 from services.grader.grading.customer import CustomerState, is_due
-from services.grader.grading.policy import ActivePolicy
 from services.grader.intake import validate
 from services.grader.owned import OwnedCustomers
 from services.grader.policies import PolicyCache
@@ -306,12 +305,12 @@ class Consumer:
     async def _take(self, records: list[ConsumerRecord]) -> None:
         """Validate, route and fold a poll into the owned customers."""
         assert self.conn is not None and self.effects is not None  # noqa: S101 - run() set them
-        pending, active = self.pending, self.policies.active
+        pending = self.pending
         fresh: list[tuple[Event, ConsumerRecord]] = []
         for record in records:
             pending.positions[record.partition] = record.offset + 1
             pending.stamps.append(record.timestamp / 1000)
-            event = self._usable(record, active)
+            event = self._usable(record)
             if event is None:
                 continue
             if event.event_id in pending.event_ids or event.event_id in self.writer.inflight_ids:
@@ -333,12 +332,12 @@ class Consumer:
                 if event_id in seen.expired:
                     pending.renewed.add(key)
 
-    def _usable(self, record: ConsumerRecord, active: ActivePolicy) -> Event | None:
+    def _usable(self, record: ConsumerRecord) -> Event | None:
         """The record's event if this consumer should fold it; otherwise it is sent on to
         the DLQ or to the partition that owns its customer."""
         assert self.effects is not None  # noqa: S101
         try:
-            event, error = validate(record, currency=active.policy.base_currency,
+            event, error = validate(record, currency=self.settings.base_currency,
                                     max_future_s=float(self.settings.max_future_seconds))
         except Exception as exc:  # noqa: BLE001 - a poison record must never stall a partition
             event, error = None, f"unreadable: {type(exc).__name__}: {exc}"

@@ -125,7 +125,7 @@ async def test_policy_change_regrades_everyone(migrated_pg: str, broker: str) ->
         assert body["tiers"]["tier"]["tier"] == "regular"
         invalid = await client.put("/v1/policy", json={"ladders": []})
         assert invalid.status_code == 422
-        assert {e["path"] for e in invalid.json()["errors"]} >= {"base_currency", "ladders"}
+        assert {e["path"] for e in invalid.json()["errors"]} == {"ladders"}
         try:
             answer = await client.put("/v1/policy", json=stricter)
             assert answer.status_code == 202, answer.text

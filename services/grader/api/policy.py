@@ -16,20 +16,21 @@ from services.grader.api.deps import ConnDep, GraderDep
 from services.grader.grading.policy import ActivePolicy, parse_policy
 from shared.errors import PolicyInvalid
 from shared.http import problem
+from shared.policy_yaml import MAX_POLICY_BYTES, load_policy_yaml
 
 router = APIRouter(tags=["policy"])
-MAX_POLICY_BYTES = 256 * 1024
 
 
 async def read_document(request: Request) -> object:
-    """The body as JSON, or YAML when the content type says so."""
+    """The body as JSON, or YAML when the content type says so; raises PolicyInvalid for
+    YAML a policy may not use (anchors and aliases, too many nodes)."""
     body = await request.body()
     if len(body) > MAX_POLICY_BYTES:
         raise HTTPException(413, f"A policy document is at most {MAX_POLICY_BYTES} bytes")
     kind = request.headers.get("content-type", "application/json").split(";")[0].strip()
     try:
         if kind in ("application/yaml", "application/x-yaml", "text/yaml"):
-            return yaml.safe_load(body)
+            return load_policy_yaml(body)
         return orjson.loads(body)
     except (orjson.JSONDecodeError, yaml.YAMLError) as exc:
         raise HTTPException(400, f"The body is not valid {kind}: {exc}") from None
@@ -47,10 +48,10 @@ async def get_policy(grader: GraderDep) -> dict[str, Any]:
 
 
 @router.post("/v1/policy/validate")
-async def validate_policy(request: Request) -> dict[str, Any]:
+async def validate_policy(request: Request, grader: GraderDep) -> dict[str, Any]:
     """Check a document without storing it."""
     try:
-        parse_policy(await read_document(request))
+        parse_policy(await read_document(request), base_currency=grader.settings.base_currency)
     except PolicyInvalid as exc:
         return {"valid": False, "problems": _problems(exc)}
     return {"valid": True, "problems": []}
@@ -59,9 +60,9 @@ async def validate_policy(request: Request) -> dict[str, Any]:
 @router.put("/v1/policy", status_code=202)
 async def put_policy(request: Request, grader: GraderDep, conn: ConnDep) -> Any:
     """Store a new version; new events use it at once, everyone is re-graded in a job."""
-    document = await read_document(request)
     try:
-        parse_policy(document)
+        document = await read_document(request)
+        parse_policy(document, base_currency=grader.settings.base_currency)
     except PolicyInvalid as exc:
         return problem(422, "Invalid policy", errors=_problems(exc))
     assert isinstance(document, dict)  # noqa: S101 - parse_policy accepted it
@@ -70,7 +71,8 @@ async def put_policy(request: Request, grader: GraderDep, conn: ConnDep) -> Any:
         job_id = await jobs.create_regrade_job(conn, version=version)
     # The consumers see the new version at their next checkpoint (they ask on every one)
     # and re-grade the customers they own; this process uses it for lookups at once.
-    grader.policies.install(ActivePolicy.from_document(version, document))
+    grader.policies.install(ActivePolicy.from_document(
+        version, document, base_currency=grader.settings.base_currency))
     return JSONResponse({"version": version, "job_id": str(job_id)}, status_code=202)
 
 
