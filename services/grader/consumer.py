@@ -313,8 +313,10 @@ class Consumer:
             event = self._usable(record)
             if event is None:
                 continue
-            if event.event_id in pending.event_ids or event.event_id in self.writer.inflight_ids:
-                pending.duplicates += 1
+            applied = pending.event_ids.get(event.event_id) \
+                or self.writer.inflight_ids.get(event.event_id)
+            if applied is not None:
+                self._duplicate(event, record, applied[1])
             else:
                 fresh.append((event, record))
         if not fresh:
@@ -324,13 +326,25 @@ class Consumer:
         await self._load([e.customer_id for e, _ in fresh if e.event_id not in seen.within])
         for event, record in fresh:
             event_id = event.event_id
-            if event_id in seen.within or event_id in pending.event_ids:
-                pending.duplicates += 1
-                continue
-            if self._fold(event, record):
-                key = pending.event_ids[event_id] = seen.hashes[event_id]
+            if event_id in seen.within:
+                self._duplicate(event, record, seen.fingerprints.get(event_id))
+            elif event_id in pending.event_ids:
+                self._duplicate(event, record, pending.event_ids[event_id][1])
+            elif self._fold(event, record):
+                key = seen.hashes[event_id]
+                pending.event_ids[event_id] = (key, repo.event_fingerprint(event))
                 if event_id in seen.expired:
                     pending.renewed.add(key)
+
+    def _duplicate(self, event: Event, record: ConsumerRecord, applied: int | None) -> None:
+        """A repeat of an applied id: ignored, and reported when its payload is another
+        one (`applied` is the applied event's fingerprint; None for ids stored without)."""
+        self.pending.duplicates += 1
+        if applied is not None and repo.event_fingerprint(event) != applied:
+            self.pending.conflicts += 1
+            log.warning("event_id %r came again with another payload (%s/%d/%d); ignored, "
+                        "the first one applied stands", event.event_id, record.topic,
+                        record.partition, record.offset)
 
     def _usable(self, record: ConsumerRecord) -> Event | None:
         """The record's event if this consumer should fold it; otherwise it is sent on to
@@ -422,6 +436,7 @@ class Consumer:
         dead, rerouted = self.effects.take_counts()
         m.events.labels("applied").inc(len(pending.event_ids))
         m.events.labels("duplicate").inc(pending.duplicates)
+        m.conflicting_duplicates.inc(pending.conflicts)
         m.events.labels("dlq").inc(dead)
         m.events.labels("rerouted").inc(rerouted)
         m.batch_size.observe(len(pending))
