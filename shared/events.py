@@ -11,10 +11,16 @@ pydantic path decides: its ValidationError is raised unchanged, or, when it acce
 but valid spelling the fast path leaves alone), its model is converted to the Struct.
 The invariant, pinned by tests/unit/test_events_fast.py: the fast path never accepts what
 pydantic rejects, and when both accept they give equal values.
+
+Money never passes through a binary float: JSON numbers are read from their text as
+Decimals (msgspec's `float_hook`), so `100.000000000000001` is refused for its decimals
+rather than read as 100.0. pydantic's JSON parser reads them as floats; its path is given
+the JSON text in the validation context and reads an amount again from it, exactly.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from datetime import UTC, datetime, timedelta, timezone
@@ -31,6 +37,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     TypeAdapter,
+    ValidationInfo,
     field_validator,
 )
 
@@ -41,6 +48,14 @@ MAX_AMOUNT = Decimal("1e12")
 # pydantic alone would also take unix timestamps and offsets without a colon.
 RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 NUL_MESSAGE = "must not contain NUL characters"
+# The earliest `occurred_at` taken: older ones are a zero or default date somewhere
+# upstream (0001-01-01, the Unix epoch), not a customer's history.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+EARLIEST_MESSAGE = "must be on or after 2000-01-01T00:00:00Z"
+# JSON text to Python values with every number that has a fraction or an exponent as the
+# Decimal it spells (integers stay int, of any size).
+_EXACT_JSON = msgspec.json.Decoder(float_hook=Decimal)
+_RAW = "tierflow.raw_json"  # the validation context key of the JSON text being validated
 EVENT_TYPES = ("purchase", "refund", "interaction", "feedback")
 
 
@@ -61,17 +76,35 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+def decode_json_exact(raw: bytes | str) -> object:
+    """JSON text to Python values, numbers exactly (a fraction or exponent gives a Decimal);
+    raises msgspec.DecodeError. NaN and Infinity are not JSON and are refused."""
+    return _EXACT_JSON.decode(raw)
+
+
+def _exact_json_amount(raw: object) -> object:
+    """`data.amount` of the JSON text, read exactly; None when it cannot be read so."""
+    try:
+        doc = decode_json_exact(raw)  # type: ignore[arg-type]
+    except (msgspec.DecodeError, TypeError):
+        return None
+    data = doc.get("data") if isinstance(doc, dict) else None
+    return data.get("amount") if isinstance(data, dict) else None
+
+
 def _exact_amount(value: object) -> Decimal:
-    """Money arrives as a decimal string or a JSON number; never through a binary float."""
+    """Money arrives as a decimal string or a JSON number, read exactly; a Python float
+    (from a Python caller) is taken as its shortest repr."""
     if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
         raise ValueError("must be a decimal string or number")
-    # A float here came from JSON text pydantic already parsed; repr round-trips it exactly
-    # to the shortest decimal that reads back as the same number, i.e. what was written.
-    text = repr(value) if isinstance(value, float) else str(value)
-    try:
-        amount = Decimal(text.strip())
-    except ArithmeticError:
-        raise ValueError("must be a decimal number") from None
+    if isinstance(value, Decimal):
+        amount = value
+    else:
+        text = repr(value) if isinstance(value, float) else str(value)
+        try:
+            amount = Decimal(text.strip())
+        except ArithmeticError:
+            raise ValueError("must be a decimal number") from None
     if not amount.is_finite():
         raise ValueError("must be finite")
     if amount <= 0:
@@ -91,7 +124,13 @@ class _MoneyModel(_Strict):
 
     @field_validator("amount", mode="before")
     @classmethod
-    def _amount(cls, value: object) -> Decimal:
+    def _amount(cls, value: object, info: ValidationInfo) -> Decimal:
+        if type(value) is float and info.context and _RAW in info.context and math.isfinite(
+                value):
+            # pydantic read a JSON number as a float: read it again from the text, exactly.
+            value = _exact_json_amount(info.context[_RAW])
+            if not isinstance(value, Decimal):  # not JSON to msgspec (NaN elsewhere): refused
+                raise ValueError("could not be read exactly; send it as a decimal string")
         return _exact_amount(value)
 
     # Before the pattern, so a NUL gets the NUL message rather than the pattern's.
@@ -162,6 +201,13 @@ class _EventModel(_Strict):
             return value
         if not isinstance(value, str) or not RFC3339.fullmatch(value):
             raise ValueError("must be an RFC 3339 date-time with an offset")
+        return value
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _not_too_old(cls, value: datetime) -> datetime:
+        if value < EARLIEST:
+            raise ValueError(EARLIEST_MESSAGE)
         return value
 
     @field_validator("source")
@@ -326,13 +372,19 @@ def _text_ok(value: str | None) -> bool:
 
 
 def _instant(text: str) -> datetime | None:
-    """The canonical RFC 3339 spelling, parsed as pydantic does; None: ask pydantic."""
+    """The canonical RFC 3339 spelling, parsed as pydantic does, not before EARLIEST;
+    None: ask pydantic."""
     if _FAST_RFC3339.fullmatch(text) is None:
         return None
     try:
-        return datetime.fromisoformat(text)
+        at = datetime.fromisoformat(text)
     except ValueError:
         return None
+    # Comparing instants of two offsets costs ~0.7 µs; a year from 2001 on is after
+    # EARLIEST whatever the offset, and the text says so for ~40 ns.
+    if text < "2001" and at < EARLIEST:
+        return None
+    return at
 
 
 def _amount(value: Any) -> Decimal:
@@ -341,12 +393,16 @@ def _amount(value: Any) -> Decimal:
     if kind is int:
         if 0 < value <= _MAX_UNITS:
             return Decimal(value)  # the same Decimal as Decimal(str(value))
-    elif kind is str or kind is float:
+    elif kind is str or kind is float:  # a float only from a Python caller
         text = value if kind is str else repr(value)
         if _PLAIN_AMOUNT.fullmatch(text) is not None:
             amount = Decimal(text)
             if 0 < amount <= MAX_AMOUNT:
                 return amount
+    # A Decimal is a JSON number with a fraction or an exponent, read exactly.
+    elif kind is Decimal and _PLAIN_AMOUNT.fullmatch(str(value)) is not None \
+            and 0 < value <= MAX_AMOUNT:
+        return value  # type: ignore[no-any-return]  # `kind is Decimal` says it is one
     return _exact_amount(value)
 
 
@@ -470,7 +526,8 @@ _WIRE_BY_TAG: dict[object, type[_EventIn]] = {
     "purchase": _PurchaseIn, "refund": _RefundIn,
     "interaction": _InteractionIn, "feedback": _FeedbackIn,
 }
-_DECODER = msgspec.json.Decoder(_EventIn)
+# `amount` is untyped (Any): a JSON number with a fraction or exponent comes as a Decimal.
+_DECODER = msgspec.json.Decoder(_EventIn, float_hook=Decimal)
 _ENCODER = msgspec.json.Encoder(decimal_format="string")
 
 
@@ -528,9 +585,14 @@ def from_model(model: PurchaseModel | RefundModel | InteractionModel | FeedbackM
     return Feedback(model.event_id, model.customer_id, at, feedback, model.source)
 
 
+def validate_json_model(raw: bytes | str) -> EventModel:
+    """pydantic's validation of JSON text, amounts read exactly; raises ValidationError."""
+    return EVENT_ADAPTER.validate_json(raw, context={_RAW: raw})
+
+
 def slow_parse_event(raw: bytes | str) -> Event:
     """The pydantic path alone; raises pydantic.ValidationError."""
-    return from_model(EVENT_ADAPTER.validate_json(raw))
+    return from_model(validate_json_model(raw))
 
 
 def slow_parse_event_obj(obj: object) -> Event:

@@ -22,6 +22,7 @@ from services.grader.telemetry import GraderMetrics
 from shared.db.engine import KEYED_LOOKUPS, Timeouts, create_pool
 from shared.http import ApiKeys, Check, KeyGate, health_router, install_problem_handlers
 from shared.kafka import ensure_topics, make_producer
+from shared.policy_yaml import MAX_POLICY_BYTES
 from shared.settings import GraderSettings
 from shared.tasks import supervise
 
@@ -32,7 +33,7 @@ GAUGE_REFRESH_S = 60.0
 # The readiness query's own bound (within /readyz's overall one, shared/http.py).
 READY_TIMEOUT_S = 2.0
 # The largest body a route takes: a policy document (a lookup of 1,000 ids is ~135 KB).
-MAX_BODY_BYTES = policy.MAX_POLICY_BYTES
+MAX_BODY_BYTES = MAX_POLICY_BYTES
 # Batched single lookups under way at once; the rest of the pool serves the other routes.
 LOOKUPS_IN_FLIGHT = 2
 
@@ -137,7 +138,7 @@ def create_app(settings: GraderSettings, *, clock: Clock = utc_now) -> FastAPI:
     what the consumer grades by (tests move it to let days pass)."""
     metrics = GraderMetrics()
     serves_api = settings.grader_role in ("all", "api")
-    policies = PolicyCache()
+    policies = PolicyCache(base_currency=settings.base_currency)
     grader = Grader(settings, policies, metrics, serves_api)
     consumer = (Consumer(settings, policies=policies, metrics=metrics, clock=clock)
                 if settings.grader_role in ("all", "consumer") else None)

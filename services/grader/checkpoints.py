@@ -29,12 +29,14 @@ class Pending:
     """What has been read and folded since the last checkpoint."""
 
     positions: dict[int, int] = field(default_factory=dict)  # partition -> next offset
-    event_ids: dict[str, str] = field(default_factory=dict)  # fresh ids folded -> their key
+    # Fresh ids folded -> their key and the event's fingerprint.
+    event_ids: dict[str, tuple[str, int]] = field(default_factory=dict)
     renewed: set[str] = field(default_factory=set)  # keys of those seen before the window
     causes: dict[str, tuple[datetime, str]] = field(default_factory=dict)  # latest event
     swept: set[str] = field(default_factory=set)  # re-graded without an event
     stamps: list[float] = field(default_factory=list)  # Kafka timestamps (s) of records
     duplicates: int = 0
+    conflicts: int = 0  # of the duplicates, those with another payload than the one applied
     started: float = field(default_factory=time.monotonic)
 
     def __len__(self) -> int:
@@ -100,7 +102,8 @@ class Writer:
         self.timeouts = timeouts
         self.conn: asyncpg.Connection | None = None
         self.inflight: asyncio.Task[None] | None = None
-        self.inflight_ids: dict[str, str] = {}  # event ids of the checkpoint in flight
+        # Event ids of the checkpoint in flight -> their key and fingerprint.
+        self.inflight_ids: dict[str, tuple[str, int]] = {}
 
     async def open(self) -> None:
         """Connect (again) and prepare the staging table."""

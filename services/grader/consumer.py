@@ -29,7 +29,6 @@ from services.grader import repository as repo
 from services.grader.checkpoints import Graded, Pending, Writer, grade_pending
 from services.grader.grading.aggregates import FoldError, apply
 from services.grader.grading.customer import CustomerState, is_due
-from services.grader.grading.policy import ActivePolicy
 from services.grader.intake import validate
 from services.grader.owned import OwnedCustomers
 from services.grader.policies import PolicyCache
@@ -309,16 +308,18 @@ class Consumer:
     async def _take(self, records: list[ConsumerRecord]) -> None:
         """Validate, route and fold a poll into the owned customers."""
         assert self.conn is not None and self.effects is not None  # noqa: S101 - run() set them
-        pending, active = self.pending, self.policies.active
+        pending = self.pending
         fresh: list[tuple[Event, ConsumerRecord]] = []
         for record in records:
             pending.positions[record.partition] = record.offset + 1
             pending.stamps.append(record.timestamp / 1000)
-            event = self._usable(record, active)
+            event = self._usable(record)
             if event is None:
                 continue
-            if event.event_id in pending.event_ids or event.event_id in self.writer.inflight_ids:
-                pending.duplicates += 1
+            applied = pending.event_ids.get(event.event_id) \
+                or self.writer.inflight_ids.get(event.event_id)
+            if applied is not None:
+                self._duplicate(event, record, applied[1])
             else:
                 fresh.append((event, record))
         if not fresh:
@@ -328,20 +329,32 @@ class Consumer:
         await self._load([e.customer_id for e, _ in fresh if e.event_id not in seen.within])
         for event, record in fresh:
             event_id = event.event_id
-            if event_id in seen.within or event_id in pending.event_ids:
-                pending.duplicates += 1
-                continue
-            if self._fold(event, record):
-                key = pending.event_ids[event_id] = seen.hashes[event_id]
+            if event_id in seen.within:
+                self._duplicate(event, record, seen.fingerprints.get(event_id))
+            elif event_id in pending.event_ids:
+                self._duplicate(event, record, pending.event_ids[event_id][1])
+            elif self._fold(event, record):
+                key = seen.hashes[event_id]
+                pending.event_ids[event_id] = (key, repo.event_fingerprint(event))
                 if event_id in seen.expired:
                     pending.renewed.add(key)
 
-    def _usable(self, record: ConsumerRecord, active: ActivePolicy) -> Event | None:
+    def _duplicate(self, event: Event, record: ConsumerRecord, applied: int | None) -> None:
+        """A repeat of an applied id: ignored, and reported when its payload is another
+        one (`applied` is the applied event's fingerprint; None for ids stored without)."""
+        self.pending.duplicates += 1
+        if applied is not None and repo.event_fingerprint(event) != applied:
+            self.pending.conflicts += 1
+            log.warning("event_id %r came again with another payload (%s/%d/%d); ignored, "
+                        "the first one applied stands", event.event_id, record.topic,
+                        record.partition, record.offset)
+
+    def _usable(self, record: ConsumerRecord) -> Event | None:
         """The record's event if this consumer should fold it; otherwise it is sent on to
         the DLQ or to the partition that owns its customer."""
         assert self.effects is not None  # noqa: S101
         try:
-            event, error = validate(record, currency=active.policy.base_currency,
+            event, error = validate(record, currency=self.settings.base_currency,
                                     max_future_s=float(self.settings.max_future_seconds))
         except Exception as exc:  # noqa: BLE001 - a poison record must never stall a partition
             event, error = None, f"unreadable: {type(exc).__name__}: {exc}"
@@ -426,6 +439,7 @@ class Consumer:
         dead, rerouted = self.effects.take_counts()
         m.events.labels("applied").inc(len(pending.event_ids))
         m.events.labels("duplicate").inc(pending.duplicates)
+        m.conflicting_duplicates.inc(pending.conflicts)
         m.events.labels("dlq").inc(dead)
         m.events.labels("rerouted").inc(rerouted)
         m.batch_size.observe(len(pending))

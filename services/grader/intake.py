@@ -23,7 +23,8 @@ def validate(
     if event.occurred_at.timestamp() > record.timestamp / 1000 + max_future_s:
         return None, "occurred_at: more than the allowed skew ahead of the message time"
     if event.type in ("purchase", "refund") and event.data.currency != currency:
-        return None, f"data.currency: must be the policy's base currency {currency}"
+        return None, (f"data.currency: must be the base currency {currency} "
+                      "(TIERFLOW_BASE_CURRENCY)")
     return event, ""
 
 

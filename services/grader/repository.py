@@ -29,6 +29,7 @@ from services.grader.grading.customer import CustomerState, TierChange
 from services.grader.grading.evaluate import LadderState
 from services.grader.grading.messages import message
 from shared.errors import TierflowError
+from shared.events import Event, event_json
 
 FORMAT = 1
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -69,8 +70,8 @@ class Checkpoint:
 
     topic: str
     advances: Sequence[OffsetAdvance]
-    event_rows: list[tuple[str, date]]  # keys of new ids
-    renewed: list[str]  # keys of ids seen again after the window
+    event_rows: list[tuple[str, date, int]]  # (key, day, fingerprint) of new ids
+    renewed: list[tuple[str, int]]  # (key, fingerprint) of ids seen again after the window
     customer_rows: list[tuple[Any, ...]]
     outbox_rows: list[tuple[Any, ...]]
     seen_on: date
@@ -80,14 +81,16 @@ class Checkpoint:
 
     @classmethod
     def build(
-        cls, *, topic: str, advances: Sequence[OffsetAdvance], event_keys: Iterable[str],
-        renewed: Iterable[str], customers: Iterable[tuple[int, CustomerState]],
+        cls, *, topic: str, advances: Sequence[OffsetAdvance],
+        event_keys: Iterable[tuple[str, int]], renewed: Iterable[str],
+        customers: Iterable[tuple[int, CustomerState]],
         changes: Sequence[TierChange],
         now: datetime, policy_regrades: int = 0, policy_changed: int = 0,
         policy_version: int = 0,
     ) -> Checkpoint:
         """Encode the states (partition, state) and the change messages now; `event_keys`
-        are the `event_hash` of the applied ids, `renewed` those of them seen before."""
+        are the (`event_hash`, `event_fingerprint`) of the applied events, `renewed` the
+        hashes of those seen before."""
         rows = [(state.customer_id, partition, encode_state(state), tier_labels(state),
                  state.policy_version, date.fromordinal(state.graded_on), now)
                 for partition, state in customers]
@@ -95,8 +98,13 @@ class Checkpoint:
                    tc.change.kind, orjson.dumps(message(tc)).decode()) for tc in changes]
         today = now.date()
         again = set(renewed)
-        fresh = [(key, today) for key in event_keys if key not in again]
-        return cls(topic, advances, fresh, list(again), rows, outbox, today,
+        fresh, seen_before = [], []
+        for key, fingerprint in event_keys:
+            if key in again:
+                seen_before.append((key, fingerprint))
+            else:
+                fresh.append((key, today, fingerprint))
+        return cls(topic, advances, fresh, seen_before, rows, outbox, today,
                    policy_regrades, policy_changed, policy_version)
 
 
@@ -184,11 +192,15 @@ WHERE customer_id = ANY($1::text[])
 """
 # Run on a connection with KEYED_LOOKUPS (shared/db/engine.py), or it scans the table.
 SEEN = """
-SELECT encode(uuid_send(event_hash), 'hex'), seen_on FROM processed_events
+SELECT encode(uuid_send(event_hash), 'hex'), seen_on, fingerprint FROM processed_events
 WHERE event_hash = ANY($1::uuid[])
 """
 # An id seen before the window (not pruned yet) counts as new again: first seen now.
-RENEW = "UPDATE processed_events SET seen_on = $2 WHERE event_hash = ANY($1::uuid[])"
+RENEW = """
+UPDATE processed_events p SET seen_on = $3, fingerprint = u.fingerprint
+FROM unnest($1::uuid[], $2::bigint[]) AS u(event_hash, fingerprint)
+WHERE p.event_hash = u.event_hash
+"""
 PRUNE = """
 DELETE FROM processed_events WHERE ctid = ANY(ARRAY(
   SELECT ctid FROM processed_events WHERE seen_on < $1 LIMIT $2))
@@ -234,6 +246,15 @@ def event_hash(event_id: str) -> str:
     return blake2b(event_id.encode(), digest_size=16).hexdigest()
 
 
+def event_fingerprint(event: Event) -> int:
+    """64 bits of BLAKE2b over the event's canonical JSON, as a signed bigint: equal for a
+    repeat of the event, different (but for a 2**-64 chance) for another event under the
+    same id. The canonical form keeps spellings apart: `"10.0"` and `"10.00"`, or the same
+    instant at two offsets, differ. ~1 µs an event."""
+    digest = blake2b(event_json(event), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
 @dataclass(frozen=True, slots=True)
 class Seen:
     """What the dedupe table knows of some event ids."""
@@ -241,6 +262,7 @@ class Seen:
     within: set[str]  # first seen inside the window: repeats
     expired: set[str]  # first seen before it (not pruned yet): new again
     hashes: dict[str, str]  # event id -> its key, for the checkpoint that records it
+    fingerprints: dict[str, int | None]  # event id -> the fingerprint stored with it
 
 
 async def seen_events(conn: asyncpg.Connection, ids: Sequence[str], *, since: date) -> Seen:
@@ -248,13 +270,16 @@ async def seen_events(conn: asyncpg.Connection, ids: Sequence[str], *, since: da
     later) or before it."""
     hashes = {i: event_hash(i) for i in ids}
     if not hashes:
-        return Seen(set(), set(), hashes)
+        return Seen(set(), set(), hashes, {})
     by_hash = {h: i for i, h in hashes.items()}
     within: set[str] = set()
     expired: set[str] = set()
-    for key, seen_on in await conn.fetch(SEEN, list(by_hash)):
-        (within if seen_on >= since else expired).add(by_hash[key])
-    return Seen(within, expired, hashes)
+    fingerprints: dict[str, int | None] = {}
+    for key, seen_on, fingerprint in await conn.fetch(SEEN, list(by_hash)):
+        event_id = by_hash[key]
+        (within if seen_on >= since else expired).add(event_id)
+        fingerprints[event_id] = fingerprint
+    return Seen(within, expired, hashes, fingerprints)
 
 
 async def prune_seen(conn: asyncpg.Connection, *, before: date, limit: int) -> int:
@@ -283,9 +308,11 @@ async def write_checkpoint(conn: asyncpg.Connection, cp: Checkpoint) -> None:
         # fails the commit; the retry then finds it applied, so the first one wins.)
         if cp.event_rows:
             await conn.copy_records_to_table(
-                "processed_events", columns=("event_hash", "seen_on"), records=cp.event_rows)
+                "processed_events", columns=("event_hash", "seen_on", "fingerprint"),
+                records=cp.event_rows)
         if cp.renewed:
-            await conn.execute(RENEW, cp.renewed, cp.seen_on)
+            await conn.execute(RENEW, [key for key, _ in cp.renewed],
+                               [fingerprint for _, fingerprint in cp.renewed], cp.seen_on)
         if cp.customer_rows:
             await conn.copy_records_to_table(
                 "customers_stage", columns=STAGE_COLUMNS, records=cp.customer_rows)

@@ -70,6 +70,11 @@ class GraderMetrics:
             "tierflow_grader_state_evictions_total",
             "Customers dropped from memory to stay within the budget", registry=r,
         )
+        self.conflicting_duplicates = Counter(
+            "tierflow_grader_conflicting_duplicates_total",
+            "Repeats of an applied event_id whose payload differs from the applied one "
+            "(ignored like every duplicate: the first one wins)", registry=r,
+        )
         self.dedupe_pruned = Counter(
             "tierflow_grader_dedupe_pruned_total",
             "Event ids forgotten because they left the dedupe window", registry=r,

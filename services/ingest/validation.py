@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import msgspec
 import pydantic_core
 from pydantic import ValidationError
 
 from shared.errors import TierflowError
-from shared.events import EVENT_TYPES, Event, parse_event, parse_event_obj
+from shared.events import EVENT_TYPES, Event, decode_json_exact, parse_event, parse_event_obj
 from shared.http import field_errors
 
 _SKIP = frozenset(EVENT_TYPES)
@@ -86,8 +87,16 @@ def validate_json(raw: bytes, *, rules: Rules, latest: datetime) -> Event | Reje
 
 
 def decode_json(raw: bytes) -> object:
-    """JSON text to Python values; big integers and NaN survive so the schema can judge them."""
+    """JSON text to Python values, numbers exactly (big integers as int, a fraction or an
+    exponent as Decimal, never a float) so the schema judges what was written. NaN and
+    Infinity are not JSON: refused with the rest of what is malformed."""
     try:
-        return pydantic_core.from_json(raw)
-    except ValueError as exc:
+        return decode_json_exact(raw)
+    except msgspec.DecodeError as exc:
+        # pydantic's wording, the same as for a single event's body (it names the line and
+        # column); msgspec's when pydantic would take it (NaN, Infinity).
+        try:
+            pydantic_core.from_json(raw, allow_inf_nan=False)
+        except ValueError as worded:
+            raise MalformedJson(str(worded)) from None
         raise MalformedJson(str(exc)) from None

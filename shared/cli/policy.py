@@ -17,6 +17,8 @@ import yaml
 from shared.cli.client import api_client, body_of, call, failure
 from shared.cli.config import CliError
 from shared.cli.output import Progress, say
+from shared.errors import PolicyInvalid
+from shared.policy_yaml import load_policy_yaml
 
 FINISHED = ("done", "failed")
 
@@ -41,9 +43,11 @@ def load_document(source: str) -> Any:
         raise CliError(f"cannot read {source}: {exc.strerror}", exit_code=2) from None
     try:
         # JSON stays JSON (exact numbers, no YAML surprises such as `no` becoming false).
-        return json.loads(text) if source.endswith(".json") else yaml.safe_load(text)
+        return json.loads(text) if source.endswith(".json") else load_policy_yaml(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise CliError(f"{source} is not valid JSON or YAML: {exc}", exit_code=2) from None
+    except PolicyInvalid as exc:  # the YAML a policy may not use (aliases, too large)
+        raise CliError(f"{source}: {exc.problems[0][1]}", exit_code=2) from None
 
 
 def render(doc: Any, output: str) -> str:

@@ -48,11 +48,14 @@ Index("customers_partition", customers.c.partition, customers.c.customer_id)
 # Applied event ids, as a 128-bit BLAKE2b hash of the id (16 bytes, cheaper to index
 # than the text), with the UTC day tierflow first saw them: the dedupe window. Rows older
 # than the window are pruned; BRIN keeps that range cheap to find and to maintain.
+# `fingerprint` (64-bit BLAKE2b of the event's canonical JSON) tells a repeat of the event
+# from another event under the same id; null for ids applied before it was kept.
 processed_events = Table(
     "processed_events",
     metadata,
     Column("event_hash", UUID(as_uuid=True), primary_key=True),
     Column("seen_on", Date, nullable=False),
+    Column("fingerprint", BigInteger),
 )
 Index("processed_events_seen_on", processed_events.c.seen_on, postgresql_using="brin")
 

@@ -97,6 +97,10 @@ def test_policy_documents_load_from_json_and_yaml(tmp_path: Path) -> None:
         load_document(str(tmp_path / "bad.yaml"))
     with pytest.raises(CliError, match="cannot read"):
         load_document(str(tmp_path / "missing.yaml"))
+    (tmp_path / "alias.yaml").write_text("base_currency: &c CNY\nother: *c\n")
+    with pytest.raises(CliError, match="anchors and aliases") as refused:
+        load_document(str(tmp_path / "alias.yaml"))
+    assert refused.value.exit_code == 2
 
 
 def test_render_keeps_labels_readable() -> None:

@@ -217,3 +217,59 @@ def test_too_far_in_future() -> None:
     parsed = parse_event(raw(event(occurred_at=at)))
     assert not too_far_in_future(parsed, now=now, max_future_seconds=300)
     assert too_far_in_future(parsed, now=now, max_future_seconds=299)
+
+
+# --- Input edges: the oldest instant, numbers read exactly --------------------------------
+
+
+@pytest.mark.parametrize("occurred_at", [
+    "0001-01-01T00:00:00Z", "1970-01-01T00:00:00Z", "1999-12-31T23:59:59.999999Z",
+    "2000-01-01T07:59:59+08:00",  # 1999-12-31T23:59:59Z
+    "1999-12-31t23:59:59z",  # an unusual spelling: pydantic's path says the same
+])
+def test_occurred_at_before_2000_is_refused(occurred_at: str) -> None:
+    doc = event(occurred_at=occurred_at)
+    with pytest.raises(ValidationError) as info:
+        parse_event(raw(doc))
+    [error] = info.value.errors()
+    assert error["loc"][1:] == ("occurred_at",)
+    assert error["msg"] == "Value error, must be on or after 2000-01-01T00:00:00Z"
+    with pytest.raises(ValidationError):
+        parse_event_obj(doc)
+
+
+@pytest.mark.parametrize("occurred_at", ["2000-01-01T00:00:00Z", "1999-12-31T20:00:00-04:00"])
+def test_occurred_at_from_2000_on_is_accepted(occurred_at: str) -> None:
+    assert parse_event(raw(event(occurred_at=occurred_at))).occurred_at == datetime(
+        2000, 1, 1, tzinfo=UTC)
+
+
+def number_amount(literal: str, *, occurred_at: str = "2026-11-20T10:15:00+08:00") -> bytes:
+    """A refund whose amount is the JSON number `literal`, written as is."""
+    body = raw(event("refund", occurred_at=occurred_at, data={"amount": 1, "currency": "CNY"}))
+    return body.replace(b'"amount": 1', b'"amount": ' + literal.encode())
+
+
+@pytest.mark.parametrize("literal", ["100.000000000000001", "0.10000000000000001", "1.00000",
+                                     "1e-5", "99999999999.99999999"])
+@pytest.mark.parametrize("occurred_at", ["2026-11-20T10:15:00+08:00", "2026-11-20t02:15:00z"])
+def test_json_number_amount_with_too_many_decimals_is_refused(literal: str,
+                                                               occurred_at: str) -> None:
+    # A binary float would read most of these as a number with few decimals, and accept it.
+    body = number_amount(literal, occurred_at=occurred_at)
+    with pytest.raises(ValidationError) as info:
+        parse_event(body)
+    [error] = info.value.errors()
+    assert error["loc"][1:] == ("data", "amount")
+    assert error["msg"] == "Value error, at most 4 decimal places"
+
+
+@pytest.mark.parametrize("occurred_at", ["2026-11-20T10:15:00+08:00", "2026-11-20t02:15:00z"])
+@pytest.mark.parametrize(("literal", "expected"), [
+    ("19.990", "19.990"), ("1299.5", "1299.5"), ("0.0001", "0.0001"), ("1E+3", "1E+3"),
+    ("999999999999.9999", "999999999999.9999"),  # a float would make it 1000000000000.0
+])
+def test_json_number_amount_is_taken_as_written(literal: str, expected: str,
+                                                occurred_at: str) -> None:
+    parsed = parse_event(number_amount(literal, occurred_at=occurred_at))
+    assert parsed.data.amount.as_tuple() == Decimal(expected).as_tuple()  # type: ignore[union-attr]

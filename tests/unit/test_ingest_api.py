@@ -357,3 +357,46 @@ async def test_batch_future_event_rejected(client: httpx.AsyncClient) -> None:
         "/v1/events/batch", json={"events": [event(occurred_at=late)]}, headers=AUTH
     )
     assert response.json()["results"][0]["errors"][0]["field"] == "occurred_at"
+
+
+def with_number_amount(doc: dict[str, Any], literal: bytes) -> bytes:
+    """The event as JSON, its amount the JSON number `literal` written verbatim."""
+    return orjson.dumps(doc).replace(b'"amount":"1299.00"', b'"amount":' + literal)
+
+
+async def test_amounts_and_instants_at_the_edges(
+    client: httpx.AsyncClient, fake: FakePublisher
+) -> None:
+    # A binary float would read the second amount as 100.0 and accept it.
+    lines = [with_number_amount(event(), b"1299.990"),
+             with_number_amount(event(), b"100.000000000000001"),
+             orjson.dumps(event(occurred_at="0001-01-01T00:00:00Z"))]
+    for content_type, content in [
+        ("application/json", b'{"events": [' + b",".join(lines) + b"]}"),
+        ("application/x-ndjson", b"\n".join(lines)),
+    ]:
+        fake.published.clear()
+        response = await client.post("/v1/events/batch", content=content,
+                                     headers={**AUTH, "Content-Type": content_type})
+        assert response.status_code == 200, response.text
+        results = response.json()["results"]
+        assert [r["status"] for r in results] == ["accepted", "rejected", "rejected"]
+        assert results[1]["errors"] == [
+            {"field": "data.amount", "reason": "at most 4 decimal places"}]
+        assert results[2]["errors"] == [
+            {"field": "occurred_at", "reason": "must be on or after 2000-01-01T00:00:00Z"}]
+        [published] = fake.published
+        assert str(published.data.amount) == "1299.990"  # type: ignore[union-attr]
+    single = await client.post("/v1/events", content=lines[1],
+                               headers={**AUTH, "Content-Type": "application/json"})
+    assert single.status_code == 422
+    assert single.json()["errors"] == [
+        {"field": "data.amount", "reason": "at most 4 decimal places"}]
+
+
+async def test_nan_in_a_json_batch_is_not_json(client: httpx.AsyncClient) -> None:
+    body = orjson.dumps({"events": [event(), event()]}).replace(
+        b'"amount":"1299.00"', b'"amount":NaN', 1)
+    response = await client.post(
+        "/v1/events/batch", content=body, headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status_code == 400

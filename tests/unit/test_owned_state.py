@@ -42,7 +42,8 @@ def test_grown_customers_are_re_estimated_and_partitions_dropped() -> None:
 
 def test_a_consumer_that_stops_committing_while_events_wait_is_not_ready() -> None:
     metrics = GraderMetrics()
-    consumer = Consumer(GraderSettings(), policies=PolicyCache(), metrics=metrics)
+    consumer = Consumer(GraderSettings(), policies=PolicyCache(base_currency="CNY"),
+                        metrics=metrics)
     consumer.consumer = object()  # only its presence is read
     tp = TopicPartition("events", 0)
     consumer.lag[tp] = 0

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import time
 from decimal import Decimal
 from typing import Any
 
 import pytest
+import yaml
 
 from services.grader.grading.policy import (
     MAX_DEPTH,
@@ -19,6 +21,8 @@ from services.grader.grading.policy import (
     parse_policy,
 )
 from shared.errors import PolicyInvalid, TierflowError
+from shared.policy_yaml import MAX_DEPTH as MAX_YAML_DEPTH
+from shared.policy_yaml import MAX_NODES, MAX_POLICY_BYTES, load_policy_yaml
 
 
 def leaf(metric: str = "orders_total", op: str = ">=", value: object = 1) -> dict[str, Any]:
@@ -261,3 +265,73 @@ def test_bad_tier_names_are_not_reported_as_duplicates_of_each_other() -> None:
     doc["ladders"][0]["tiers"][0]["name"] = "A"
     doc["ladders"][0]["tiers"][1]["name"] = "B"
     assert paths(doc) == ["ladders[0].tiers[0].name", "ladders[0].tiers[1].name"]
+
+
+# --- The base currency: the setting is the one source -------------------------------------
+
+
+def test_base_currency_may_be_left_out() -> None:
+    doc = valid_doc()
+    del doc["base_currency"]
+    assert parse_policy(doc, base_currency="CNY").base_currency is None
+
+
+def test_base_currency_must_agree_with_the_setting() -> None:
+    assert parse_policy(valid_doc(), base_currency="CNY").base_currency == "CNY"
+    with pytest.raises(PolicyInvalid) as caught:
+        parse_policy(valid_doc(), base_currency="USD")
+    [(path, message)] = caught.value.problems
+    assert path == "base_currency"
+    assert "USD" in message and "TIERFLOW_BASE_CURRENCY" in message
+
+
+# --- YAML: no aliases, bounded --------------------------------------------------------------
+
+
+def laughs(levels: int = 6) -> str:
+    """"Billion laughs" as a policy: under 500 bytes whose one condition is 10**levels
+    leaves once the aliases are expanded (parse_policy took 11 s over it)."""
+    lines = ["base_currency: CNY", "parts:",
+             '- &c0 {metric: orders_total, op: ">=", value: 1}']
+    for n in range(1, levels + 1):
+        lines.append(f"- &c{n} {{any: [{','.join([f'*c{n - 1}'] * 10)}]}}")
+    lines += ["ladders:", "- name: tier", "  tiers:", f"  - {{name: gold, when: *c{levels}}}",
+              "  - {name: basic}"]
+    return "\n".join(lines) + "\n"
+
+
+def test_yaml_aliases_are_refused_before_they_expand() -> None:
+    text = laughs()
+    assert len(text) < 500
+    started = time.perf_counter()
+    with pytest.raises(PolicyInvalid) as caught:
+        load_policy_yaml(text)
+    assert time.perf_counter() - started < 1.0  # grading it expanded took seconds of CPU
+    [(path, message)] = caught.value.problems
+    assert path == "" and "aliases" in message
+
+
+@pytest.mark.parametrize("text", [
+    "a: &x 1\nb: 2\n",  # an anchor alone
+    "base: &b {x: 1}\nother:\n  <<: *b\n",  # a merge key needs an alias
+])
+def test_yaml_anchors_and_merge_keys_are_refused(text: str) -> None:
+    with pytest.raises(PolicyInvalid, match="aliases"):
+        load_policy_yaml(text)
+
+
+def test_yaml_size_nodes_and_depth_are_bounded() -> None:
+    with pytest.raises(PolicyInvalid, match="bytes"):
+        load_policy_yaml("a: " + "x" * MAX_POLICY_BYTES)
+    with pytest.raises(PolicyInvalid, match="values"):
+        load_policy_yaml("[" + "1," * MAX_NODES + "1]")
+    with pytest.raises(PolicyInvalid, match="deep"):
+        load_policy_yaml("[" * (MAX_YAML_DEPTH + 1) + "]" * (MAX_YAML_DEPTH + 1))
+
+
+def test_yaml_default_policy_loads_as_from_json() -> None:
+    document = default_policy_document()
+    text = yaml.safe_dump(document, allow_unicode=True, sort_keys=False)
+    assert load_policy_yaml(text) == document
+    assert load_policy_yaml(text.encode()) == document
+    parse_policy(load_policy_yaml(text), base_currency="CNY")

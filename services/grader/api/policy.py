@@ -16,19 +16,20 @@ from services.grader.api.deps import ConnDep, GraderDep
 from services.grader.grading.policy import ActivePolicy, parse_policy
 from shared.errors import PolicyInvalid
 from shared.http import problem, unstorable
+from shared.policy_yaml import load_policy_yaml
 
 router = APIRouter(tags=["policy"])
-MAX_POLICY_BYTES = 256 * 1024  # the largest body the grader takes (app.py)
 
 
 async def read_document(request: Request) -> object:
-    """The body as JSON, or YAML when the content type says so. (Its size was checked
+    """The body as JSON, or YAML when the content type says so; raises PolicyInvalid for
+    YAML a policy may not use (anchors and aliases, too many nodes). (Its size was checked
     by the app's KeyGate: at most MAX_POLICY_BYTES.)"""
     body = await request.body()
     kind = request.headers.get("content-type", "application/json").split(";")[0].strip()
     try:
         if kind in ("application/yaml", "application/x-yaml", "text/yaml"):
-            return yaml.safe_load(body)
+            return load_policy_yaml(body)
         return orjson.loads(body)
     except (orjson.JSONDecodeError, yaml.YAMLError) as exc:
         raise HTTPException(400, f"The body is not valid {kind}: {exc}") from None
@@ -56,15 +57,19 @@ def text_problems(document: object, path: str = "") -> list[tuple[str, str]]:
     return problems
 
 
-def checked(document: object) -> list[dict[str, str]]:
+def checked(document: object, base_currency: str) -> list[dict[str, str]]:
     """The document's problems (texts first, then the policy's rules); empty if valid."""
     problems = text_problems(document)
     if not problems:
         try:
-            parse_policy(document)
+            parse_policy(document, base_currency=base_currency)
         except PolicyInvalid as exc:
             problems = exc.problems
     return [{"path": path, "message": message} for path, message in problems]
+
+
+def _problems(exc: PolicyInvalid) -> list[dict[str, str]]:
+    return [{"path": path, "message": message} for path, message in exc.problems]
 
 
 @router.get("/v1/policy")
@@ -75,17 +80,23 @@ async def get_policy(grader: GraderDep) -> dict[str, Any]:
 
 
 @router.post("/v1/policy/validate")
-async def validate_policy(request: Request) -> dict[str, Any]:
+async def validate_policy(request: Request, grader: GraderDep) -> dict[str, Any]:
     """Check a document without storing it."""
-    problems = checked(await read_document(request))
+    try:
+        problems = checked(await read_document(request), grader.settings.base_currency)
+    except PolicyInvalid as exc:
+        problems = _problems(exc)
     return {"valid": not problems, "problems": problems}
 
 
 @router.put("/v1/policy", status_code=202)
 async def put_policy(request: Request, grader: GraderDep, conn: ConnDep) -> Any:
     """Store a new version; new events use it at once, everyone is re-graded in a job."""
-    document = await read_document(request)
-    problems = checked(document)
+    try:
+        document = await read_document(request)
+        problems = checked(document, grader.settings.base_currency)
+    except PolicyInvalid as exc:
+        problems = _problems(exc)
     if problems:
         return problem(422, "Invalid policy", errors=problems)
     assert isinstance(document, dict)  # noqa: S101 - parse_policy accepted it
@@ -94,7 +105,8 @@ async def put_policy(request: Request, grader: GraderDep, conn: ConnDep) -> Any:
         job_id = await jobs.create_regrade_job(conn, version=version)
     # The consumers see the new version at their next checkpoint (they ask on every one)
     # and re-grade the customers they own; this process uses it for lookups at once.
-    grader.policies.install(ActivePolicy.from_document(version, document))
+    grader.policies.install(ActivePolicy.from_document(
+        version, document, base_currency=grader.settings.base_currency))
     return JSONResponse({"version": version, "job_id": str(job_id)}, status_code=202)
 
 

@@ -66,9 +66,11 @@ class Ladder:
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """A validated policy document."""
+    """A validated policy document. `base_currency` is what the document says, if it says
+    anything: the currency in force is the setting `TIERFLOW_BASE_CURRENCY`, which a
+    policy may repeat but never contradict."""
 
-    base_currency: str
+    base_currency: str | None
     ladders: tuple[Ladder, ...]
 
 
@@ -80,10 +82,11 @@ class _Problems:
         self.items.append((path, message))
 
 
-def parse_policy(doc: object) -> Policy:
-    """Validate a decoded JSON/YAML document; raises PolicyInvalid listing every problem."""
+def parse_policy(doc: object, *, base_currency: str | None = None) -> Policy:
+    """Validate a decoded JSON/YAML document; raises PolicyInvalid listing every problem.
+    With `base_currency` (the setting), a document naming another currency is refused."""
     problems = _Problems()
-    policy = _policy(doc, problems)
+    policy = _policy(doc, problems, base_currency)
     if problems.items or policy is None:
         raise PolicyInvalid(problems.items or [("", "invalid policy")])
     return policy
@@ -95,14 +98,12 @@ def _keys(obj: dict[str, Any], allowed: set[str], path: str, problems: _Problems
             problems.add(f"{path}.{key}" if path else key, "unknown field")
 
 
-def _policy(doc: object, problems: _Problems) -> Policy | None:
+def _policy(doc: object, problems: _Problems, setting: str | None) -> Policy | None:
     if not isinstance(doc, dict):
         problems.add("", "must be an object")
         return None
     _keys(doc, {"base_currency", "ladders"}, "", problems)
-    currency = doc.get("base_currency")
-    if not isinstance(currency, str) or not re.fullmatch(r"[A-Z]{3}", currency):
-        problems.add("base_currency", "must be a three-letter currency code such as CNY")
+    currency = _currency(doc, problems, setting)
     raw_ladders = doc.get("ladders")
     if not isinstance(raw_ladders, list) or not raw_ladders:
         problems.add("ladders", "must be a non-empty list")
@@ -114,7 +115,24 @@ def _policy(doc: object, problems: _Problems) -> Policy | None:
         problems.add("ladders", f"ladder name {name!r} is used more than once")
     if problems.items:
         return None
-    return Policy(str(currency), tuple(ladder for ladder in ladders if ladder is not None))
+    return Policy(currency, tuple(ladder for ladder in ladders if ladder is not None))
+
+
+def _currency(doc: dict[str, Any], problems: _Problems, setting: str | None) -> str | None:
+    """The document's `base_currency`: optional, and if given, the setting's currency.
+    (Ingest checks events against the setting; a policy saying otherwise would make the
+    grader dead-letter every purchase ingest accepted.)"""
+    if "base_currency" not in doc:
+        return None
+    currency = doc["base_currency"]
+    if not isinstance(currency, str) or not re.fullmatch(r"[A-Z]{3}", currency):
+        problems.add("base_currency", "must be a three-letter currency code such as CNY")
+        return None
+    if setting is not None and currency != setting:
+        problems.add("base_currency", f"must be {setting}, the base currency this tierflow "
+                     f"runs with (TIERFLOW_BASE_CURRENCY), or be left out; tierflow does "
+                     f"not convert currencies")
+    return currency
 
 
 def _name(obj: dict[str, Any], path: str, problems: _Problems) -> str:
@@ -273,9 +291,11 @@ class ActivePolicy:
     all_reads: frozenset[str] = frozenset()
 
     @classmethod
-    def from_document(cls, version: int, document: dict[str, Any]) -> ActivePolicy:
-        """Parse (validated before it was stored) and index the metrics each ladder reads."""
-        policy = parse_policy(document)
+    def from_document(cls, version: int, document: dict[str, Any], *,
+                      base_currency: str | None = None) -> ActivePolicy:
+        """Parse (validated before it was stored) and index the metrics each ladder reads;
+        raises PolicyInvalid when the document contradicts `base_currency` (the setting)."""
+        policy = parse_policy(document, base_currency=base_currency)
         reads = {ladder.name: metrics_read(ladder) for ladder in policy.ladders}
         every = frozenset(name for names in reads.values() for name in names)
         return cls(version, policy, document, reads, every)
