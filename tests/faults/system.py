@@ -86,6 +86,8 @@ class System:
             "TIERFLOW_KAFKA_SESSION_TIMEOUT_MS": "6000",
             "TIERFLOW_API_KEYS": json.dumps({KEY: ["admin"]}),
             "TIERFLOW_RELAY_IDLE_MS": "50",
+            # Short, so that a paused broker turns into 503s the client must retry.
+            "TIERFLOW_PRODUCE_TIMEOUT_S": "2",
         }
         self.services: dict[str, Service] = {}
         names = ["ingest", *[f"grader-{i}" for i in range(1, graders + 1)], "notifier"]

@@ -74,9 +74,10 @@ def policy_with_label(label: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("content_type", "body"), [
     ("application/json", orjson.dumps(policy_with_label("VIP\x00"))),
-    # PyYAML turns a "\ud800" escape into a lone surrogate; JSON parsers refuse one.
+    # A YAML "\0" escape is a NUL. (A "\ud800" escape, a lone surrogate, is refused by the
+    # policy's YAML reader as not YAML at all: see the next test.)
     ("application/yaml", yaml.safe_dump(policy_with_label("VIP")).replace(
-        "label: VIP\n", 'label: "VIP\\ud800"\n', 1).encode()),
+        "label: VIP\n", 'label: "VIP\\0"\n', 1).encode()),
 ])
 async def test_a_policy_label_postgres_cannot_store_is_invalid(
     migrated_pg: str, content_type: str, body: bytes
@@ -92,6 +93,21 @@ async def test_a_policy_label_postgres_cannot_store_is_invalid(
     assert [p["path"] for p in validated.json()["problems"]] == ["ladders[0].tiers[0].label"]
     errors = assert_problem(stored, 422)["errors"]
     assert errors == validated.json()["problems"]
+    assert after == before
+
+
+async def test_a_yaml_policy_with_a_lone_surrogate_is_not_yaml(migrated_pg: str) -> None:
+    body = yaml.safe_dump(policy_with_label("VIP")).replace(
+        "label: VIP\n", 'label: "VIP\\ud800"\n', 1).encode()
+    headers = {"Content-Type": "application/yaml"}
+    async with running(grader(migrated_pg)) as client:
+        before = (await client.get("/v1/policy")).json()["version"]
+        validated = await client.post("/v1/policy/validate", content=body, headers=headers)
+        stored = await client.put("/v1/policy", content=body, headers=headers)
+        after = (await client.get("/v1/policy")).json()["version"]
+    assert "invalid Unicode character escape" in assert_problem(validated, 400)["title"] + (
+        assert_problem(validated, 400).get("detail") or "")
+    assert_problem(stored, 400)
     assert after == before
 
 
