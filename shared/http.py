@@ -16,6 +16,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -143,7 +144,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     """Every error leaves as problem+json, never as FastAPI's default shape."""
 
     async def on_http(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)  # noqa: S101
+        assert isinstance(exc, StarletteHTTPException)  # noqa: S101
         return problem(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
 
     async def on_body(_: Request, exc: Exception) -> Response:
@@ -157,7 +158,9 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def on_failure(_: Request, exc: Exception) -> Response:
         return failed(exc)
 
-    app.add_exception_handler(HTTPException, on_http)
+    # Starlette's class, which FastAPI's extends: FastAPI raises Starlette's itself (a JSON
+    # body that is not UTF-8), and so does the router (405).
+    app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(BodyRefused, on_body)
     app.add_exception_handler(RequestValidationError, on_validation)
     # A database or network failure is a 503 the client can retry, not a bare 500; a
