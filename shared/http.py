@@ -8,15 +8,18 @@ import functools
 import hashlib
 import logging
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import sqlalchemy.exc
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from prometheus_client import CollectorRegistry
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from sqlalchemy.exc import SQLAlchemyError
-from starlette.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.metrics import metrics_response
@@ -100,6 +103,144 @@ def storable(text: str) -> str:
     return text
 
 
+# --- The OpenAPI documents: problem+json, the key gate, statuses each route returns ---------
+
+
+class FieldError(BaseModel):
+    """One problem of an event or a request: a dotted path and what is wrong there."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    field: str = Field(examples=["data.amount"])
+    reason: str = Field(examples=["must be greater than 0"])
+
+
+class PolicyProblem(BaseModel):
+    """One problem of a policy document."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(examples=["ladders[0].tiers"])
+    message: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document, as `problem()` writes it: `detail` and `errors` only
+    when there is something to say."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["about:blank"]
+    title: str
+    status: int = Field(ge=400, le=599)
+    detail: str = ""
+    errors: list[FieldError | PolicyProblem] = Field(default_factory=list)
+
+
+COMPONENTS = "#/components/schemas/"
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying",
+                               "schema": {"type": "string", "pattern": "^[0-9]+$"}}}
+# What each error status means where no route says more.
+STATUS_TEXT = {
+    400: "The body is not JSON (or YAML), or Content-Length is not a number",
+    401: "No key, or an unknown key",
+    403: "The key lacks the scope this route needs",
+    404: "Not found",
+    409: "Conflict",
+    413: "The body is larger than the limit",
+    415: "Unsupported Content-Type",
+    422: "The request breaks a rule; `errors` says where",
+    503: "A dependency is unavailable: retry after Retry-After seconds",
+}
+
+
+def problem_response(
+    status: int, description: str | None = None, *, headers: dict[str, Any] | None = None,
+    retry_after: bool = False,
+) -> dict[str, Any]:
+    """One error status for a route's `responses=`: a problem+json document."""
+    out: dict[str, Any] = {
+        "description": description or STATUS_TEXT.get(status, "Error"),
+        "content": {PROBLEM: {"schema": {"$ref": COMPONENTS + "Problem"}}},
+    }
+    all_headers = {**(headers or {})}
+    if retry_after:
+        all_headers.update({k: {**v, "required": True} for k, v in RETRY_AFTER.items()})
+    if all_headers:
+        out["headers"] = all_headers
+    return out
+
+
+def problems(*statuses: int | tuple[int, str]) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route's error statuses: `problems(422, (404, "No such job"))`
+    (a status alone gets the usual description). A 503 is the dependency failure of
+    `unavailable()`, with Retry-After."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for item in statuses:
+        status, description = item if isinstance(item, tuple) else (item, None)
+        out[status] = problem_response(status, description, retry_after=status == 503)
+    return out
+
+
+def ok(model: type[BaseModel], description: str) -> dict[str, Any]:
+    """A 2xx answer documented by `model` (not validated against it: see document_api)."""
+    return {"model": model, "description": description}
+
+
+def document_api(
+    app: FastAPI, *, schemas: Mapping[str, dict[str, Any]] | None = None
+) -> None:
+    """Make `/openapi.json` describe what the app answers beyond its routes' declarations:
+    the bearer key in front of every `/v1/` route (401, 403), the body limit in front of
+    every route that takes a body (413, and 400 for a Content-Length that is not a number),
+    the problem+json schema, and `schemas` (JSON Schemas the routes refer to by
+    `#/components/schemas/<name>`).
+
+    Routes document their 2xx bodies with `responses=` and `response_model=None`: the
+    answers are built as dicts (or bytes) on purpose, and validating them would cost the
+    hot paths; tests/integration/test_openapi_fuzz.py checks them against the document.
+    FastAPI's own 422 (a shape this API never sends) is removed: each route declares the
+    422 it can answer, as problem+json."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(title=app.title, version=app.version,
+                                   description=app.description, routes=app.routes)
+            app.openapi_schema = _completed(document, schemas or {})
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _completed(document: dict[str, Any], schemas: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    components = document.setdefault("components", {})
+    defined = components.setdefault("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        defined.pop(unused, None)
+    problem_schema = TypeAdapter(Problem).json_schema(ref_template=COMPONENTS + "{model}")
+    defined.update(problem_schema.pop("$defs", {}))
+    defined["Problem"] = problem_schema
+    defined.update(schemas)
+    components["securitySchemes"] = {"bearer": {
+        "type": "http", "scheme": "bearer",
+        "description": "An API key (TIERFLOW_API_KEYS) with the scope the route needs"}}
+    for path, operations in document.get("paths", {}).items():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            default_422 = responses.get("422", {}).get("content", {}).get("application/json")
+            if default_422 is not None:
+                del responses["422"]
+            if path.startswith(API_PREFIX):
+                operation["security"] = [{"bearer": []}]
+                responses.setdefault("401", problem_response(401, headers={
+                    "WWW-Authenticate": {"required": True, "schema": {"type": "string"}}}))
+                responses.setdefault("403", problem_response(403))
+                if "requestBody" in operation:
+                    responses.setdefault("413", problem_response(413))
+                    responses.setdefault("400", problem_response(400))
+    return document
+
+
 class BodyRefused(HTTPException):
     """A body refused before it was read in full: 413 over the limit, 400 for a
     Content-Length that is not a number. (An HTTPException, so that FastAPI passes it on
@@ -143,7 +284,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     """Every error leaves as problem+json, never as FastAPI's default shape."""
 
     async def on_http(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)  # noqa: S101
+        assert isinstance(exc, StarletteHTTPException)  # noqa: S101
         return problem(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
 
     async def on_body(_: Request, exc: Exception) -> Response:
@@ -157,7 +298,9 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def on_failure(_: Request, exc: Exception) -> Response:
         return failed(exc)
 
-    app.add_exception_handler(HTTPException, on_http)
+    # Starlette's class, which FastAPI's extends: FastAPI raises Starlette's itself (a JSON
+    # body that is not UTF-8), and so does the router (405).
+    app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(BodyRefused, on_body)
     app.add_exception_handler(RequestValidationError, on_validation)
     # A database or network failure is a 503 the client can retry, not a bare 500; a
@@ -276,24 +419,41 @@ def health_router(
     router = APIRouter(tags=["health"])
     readiness = Readiness(checks, timeout_s=timeout_s)
 
-    @router.get("/healthz")
+    @router.get("/healthz", response_model=None,
+                responses={200: ok(Health, "The process is alive")})
     async def healthz() -> dict[str, str]:
         """The process is alive."""
         return {"status": "ok"}
 
-    @router.get("/readyz")
+    @router.get("/readyz", response_model=None, responses={
+        200: ok(Ready, "Every dependency answered in time"),
+        503: ok(Ready, "A dependency did not answer in time (its check is false)")})
     async def readyz() -> Response:
         """Every dependency answers, in time."""
         results = await readiness.run()
         status = 200 if all(results.values()) else 503
         return JSONResponse({"ready": status == 200, "checks": results}, status_code=status)
 
-    @router.get("/metrics")
+    @router.get("/metrics", response_class=PlainTextResponse,
+                responses={200: {"description": "Prometheus text format"}})
     async def metrics() -> Response:
         """Prometheus text format."""
         return metrics_response(registry)
 
     return router
+
+
+class Health(BaseModel):
+    """`GET /healthz`."""
+
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    """`GET /readyz`: each check's answer."""
+
+    ready: bool
+    checks: dict[str, bool]
 
 
 class Readiness:

@@ -20,7 +20,14 @@ from services.grader.consumer import Clock, Consumer, utc_now
 from services.grader.policies import PolicyCache
 from services.grader.telemetry import GraderMetrics
 from shared.db.engine import KEYED_LOOKUPS, Timeouts, create_pool
-from shared.http import ApiKeys, Check, KeyGate, health_router, install_problem_handlers
+from shared.http import (
+    ApiKeys,
+    Check,
+    KeyGate,
+    document_api,
+    health_router,
+    install_problem_handlers,
+)
 from shared.kafka import ensure_topics, make_producer
 from shared.policy_yaml import MAX_POLICY_BYTES
 from shared.settings import GraderSettings
@@ -157,4 +164,5 @@ def create_app(settings: GraderSettings, *, clock: Clock = utc_now) -> FastAPI:
         app.include_router(customers.router)
         app.include_router(stats.router)
         app.include_router(policy.router)
+    document_api(app)
     return app

@@ -11,9 +11,17 @@ from starlette.responses import Response
 
 from services.ingest.intake import IngestProblem
 from services.ingest.metrics import IngestMetrics
+from services.ingest.openapi import event_schemas
 from services.ingest.publisher import EventPublisher, KafkaPublisher
 from services.ingest.routes import EventRoutes, events_router
-from shared.http import ApiKeys, KeyGate, health_router, install_problem_handlers, problem
+from shared.http import (
+    ApiKeys,
+    KeyGate,
+    document_api,
+    health_router,
+    install_problem_handlers,
+    problem,
+)
 from shared.settings import IngestSettings
 
 
@@ -55,5 +63,6 @@ def create_app(settings: IngestSettings, *, publisher: EventPublisher | None = N
     # after the media type, counting what they refuse.
     app.add_middleware(KeyGate, keys=ApiKeys(settings.key_scopes()),
                        scopes={"/v1/events": "events:write"}, max_body=None)
+    document_api(app, schemas=event_schemas(settings.base_currency, settings.max_batch_events))
     app.state.registry = registry
     return app

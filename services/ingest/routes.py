@@ -24,6 +24,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from services.ingest import openapi
 from services.ingest.batch import (
     BatchShapeInvalid,
     TooManyEvents,
@@ -36,6 +37,7 @@ from services.ingest.intake import JSON, NDJSON, IngestProblem, media_type, read
 from services.ingest.metrics import IngestMetrics
 from services.ingest.publisher import EventPublisher
 from services.ingest.validation import MalformedJson, Rejection, Rules, validate_json
+from shared.http import ok, problems
 from shared.settings import IngestSettings
 
 RETRY_AFTER_S = "2"
@@ -125,8 +127,17 @@ def events_router(routes: EventRoutes) -> APIRouter:
     latency histogram."""
     router = APIRouter(prefix="/v1", tags=["events"])
     latency = routes.metrics.latency
+    limit = routes.settings.max_batch_events
+    # Documented, not enforced by FastAPI: each route reads its body itself.
+    errors = problems(
+        (400, "The body is not JSON"), 415, (503, "The broker did not acknowledge in time: "
+                                            "retry with the same event_ids"))
 
-    @router.post("/events", status_code=202)
+    @router.post("/events", status_code=202, response_model=None,
+                 openapi_extra={"requestBody": openapi.one_body()}, responses={
+                     202: ok(openapi.EventAccepted, "The broker acknowledged the event"),
+                     **errors, **problems((422, "The event breaks a rule; `errors` names"
+                                                " each field"))})
     async def post_event(request: Request) -> Response:
         """Publish one event (bearer key with `events:write`)."""
         started = perf_counter()
@@ -135,7 +146,13 @@ def events_router(routes: EventRoutes) -> APIRouter:
         finally:
             latency["/v1/events"].observe(perf_counter() - started)
 
-    @router.post("/events/batch")
+    @router.post("/events/batch", response_model=None,
+                 openapi_extra={"requestBody": openapi.batch_body(limit)}, responses={
+                     200: ok(openapi.BatchAnswer, "One result per item, in the order sent"),
+                     **errors, **problems(
+                         (413, f"The body is larger than the limit, or holds more than"
+                               f" {limit} events"),
+                         (422, 'A JSON body that is not {"events": [...]}'))})
     async def post_batch(request: Request) -> Response:
         """Publish up to `max_batch_events` events; valid ones are accepted regardless."""
         started = perf_counter()

@@ -27,7 +27,14 @@ from services.notifier.webhooks.dispatcher import Clock, Dispatcher, jitter, utc
 from services.notifier.webhooks.vault import Vault
 from shared.db import engine as db
 from shared.db.engine import KEYED_LOOKUPS, Timeouts, create_pool, make_engine
-from shared.http import ApiKeys, Check, KeyGate, health_router, install_problem_handlers
+from shared.http import (
+    ApiKeys,
+    Check,
+    KeyGate,
+    document_api,
+    health_router,
+    install_problem_handlers,
+)
 from shared.kafka import make_producer
 from shared.settings import NotifierSettings
 from shared.tasks import supervise
@@ -156,6 +163,7 @@ def create_app(
     app.add_middleware(KeyGate, keys=ApiKeys(settings.key_scopes()), scopes={},
                        max_body=MAX_BODY_BYTES)
     app.include_router(subscriptions.router)
+    document_api(app)
     app.state.metrics = metrics
     app.state.webhooks = webhooks
     return app

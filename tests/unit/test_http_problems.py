@@ -56,3 +56,26 @@ async def test_allows_agrees_with_the_gate() -> None:
                     for h in headers]
     assert statuses == [200, 200, 403, 401, 401, 401, 401, 401]
     assert [keys.allows(h, "tiers:read") for h in headers] == [s == 200 for s in statuses]
+
+
+async def test_errors_raised_by_starlette_are_problems_too() -> None:
+    """FastAPI answers a JSON body that is not UTF-8, and Starlette a wrong method, with
+    Starlette's HTTPException (not FastAPI's subclass): found by schemathesis, they left as
+    `{"detail": ...}` in application/json."""
+    app = FastAPI()
+    install_problem_handlers(app)
+
+    @app.post("/items")
+    async def items(body: dict[str, int]) -> None:
+        return None
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        not_utf8 = await client.post("/items", content=b'{"a": "\xff"}',
+                                     headers={"Content-Type": "application/json"})
+        wrong_method = await client.get("/items")
+    for answer, status in ((not_utf8, 400), (wrong_method, 405)):
+        assert answer.status_code == status
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.json()["status"] == status
+    assert wrong_method.headers["allow"] == "POST"

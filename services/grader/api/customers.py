@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Request
@@ -19,7 +19,7 @@ from services.grader.grading.messages import utc_iso
 from services.grader.grading.metrics import compute_metrics, metrics_json
 from services.grader.grading.policy import ActivePolicy
 from shared.events import CUSTOMER_ID_PATTERN, CustomerId
-from shared.http import UNAVAILABLE, ApiKeys, failed, problem
+from shared.http import UNAVAILABLE, ApiKeys, failed, ok, problem, problems
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
 PREFIX = "/v1/customers/"
@@ -34,6 +34,50 @@ class LookupRequest(BaseModel):
     """Up to 1,000 customer ids."""
 
     customer_ids: list[CustomerId] = Field(min_length=1, max_length=1000)
+
+
+# The answers, for the OpenAPI document only: they are built as dicts by customer_view and
+# encoded by orjson, never validated (the lookup is the hottest route).
+UtcTime = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+Metric = Annotated[str | int | None, Field(
+    description="Money and averages as decimal strings, counts as integers, null where"
+                " undefined")]
+
+
+class PendingDowngrade(BaseModel):
+    """A downgrade waiting out the ladder's grace period."""
+
+    to: str
+    since: str = Field(json_schema_extra={"format": "date"})
+    effective_at: UtcTime
+
+
+class LadderState(BaseModel):
+    """Where the customer stands on one ladder."""
+
+    tier: str = Field(description="The tier applied now")
+    label: str
+    since: UtcTime
+    computed: str = Field(description="What the rules give today")
+    pending_downgrade: PendingDowngrade | None
+    override: None = Field(description="Always null in this version")
+
+
+class Customer(BaseModel):
+    """One customer's tiers and metrics."""
+
+    customer_id: str
+    policy_version: int
+    updated_at: UtcTime
+    tiers: dict[str, LadderState]
+    metrics: dict[str, Metric] = Field(description="Every metric of docs/policy.md")
+
+
+class LookupAnswer(BaseModel):
+    """`POST /v1/customers/lookup`."""
+
+    customers: list[Customer]
+    not_found: list[str]
 
 
 def customer_view(stored: repo.StoredCustomer, active: ActivePolicy) -> dict[str, Any]:
@@ -85,7 +129,11 @@ async def one_customer(grader: Grader, customer_id: str) -> Response:
     return answer(customer_view(found, grader.policies.active))
 
 
-@router.get("/{customer_id}", response_class=Response)
+@router.get("/{customer_id}", response_class=Response, responses={
+    200: ok(Customer, "The customer"),
+    **problems(
+        (404, "No customer with this id has been seen (or no event could carry the id)"),
+        (422, "A value the database cannot use"), 503)})
 async def get_customer(customer_id: str, request: Request) -> Response:
     """One customer's tiers and metrics."""
     # Served by FastLookups for a key that may read tiers; here for the others (401, 403).
@@ -127,7 +175,9 @@ class FastLookups:
         return customer_id
 
 
-@router.post("/lookup", response_class=Response)
+@router.post("/lookup", response_class=Response, responses={
+    200: ok(LookupAnswer, "The customers found; the other ids in `not_found`"),
+    **problems((422, "Not 1 to 1,000 valid customer ids; `errors` names them"), 503)})
 async def lookup(body: LookupRequest, grader: GraderDep, conn: ConnDep) -> Response:
     """Many customers at once; ids never seen are listed in `not_found`."""
     ids = list(dict.fromkeys(body.customer_ids))

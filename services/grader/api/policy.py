@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import yaml
 from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
 from services.grader import jobs
@@ -15,10 +16,51 @@ from services.grader import repository as repo
 from services.grader.api.deps import ConnDep, GraderDep
 from services.grader.grading.policy import ActivePolicy, parse_policy
 from shared.errors import PolicyInvalid
-from shared.http import problem, unstorable
+from shared.http import PolicyProblem, ok, problem, problems, unstorable
 from shared.policy_yaml import load_policy_yaml
 
 router = APIRouter(tags=["policy"])
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
+# The request body, for the OpenAPI document: the routes read it themselves (JSON or YAML).
+POLICY_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"type": "object", "description": "docs/policy.md"}},
+    **{kind: {"schema": {"type": "string", "description": "The same document in YAML"}}
+       for kind in YAML_TYPES}}}}
+NOT_PARSED = (400, "The body does not parse as JSON (or YAML)")
+
+
+class PolicyAnswer(BaseModel):
+    """`GET /v1/policy`."""
+
+    version: int
+    policy: dict[str, Any] = Field(description="The document in force (docs/policy.md)")
+
+
+class Validated(BaseModel):
+    """`POST /v1/policy/validate`."""
+
+    valid: bool
+    problems: list[PolicyProblem]
+
+
+class Stored(BaseModel):
+    """`PUT /v1/policy`: the version stored and the job re-grading everyone."""
+
+    version: int
+    job_id: uuid.UUID
+
+
+class Job(BaseModel):
+    """`GET /v1/jobs/{job_id}`."""
+
+    id: uuid.UUID
+    kind: Literal["policy_regrade"]
+    status: Literal["running", "done", "failed"]
+    total: int
+    done: int
+    changed: int
+    policy_version: int | None
+    error: str | None
 
 
 async def read_document(request: Request) -> object:
@@ -28,7 +70,7 @@ async def read_document(request: Request) -> object:
     body = await request.body()
     kind = request.headers.get("content-type", "application/json").split(";")[0].strip()
     try:
-        if kind in ("application/yaml", "application/x-yaml", "text/yaml"):
+        if kind in YAML_TYPES:
             return load_policy_yaml(body)
         return orjson.loads(body)
     except (orjson.JSONDecodeError, yaml.YAMLError) as exc:
@@ -72,14 +114,17 @@ def _problems(exc: PolicyInvalid) -> list[dict[str, str]]:
     return [{"path": path, "message": message} for path, message in exc.problems]
 
 
-@router.get("/v1/policy")
+@router.get("/v1/policy", response_model=None,
+            responses={200: ok(PolicyAnswer, "The policy in force")})
 async def get_policy(grader: GraderDep) -> dict[str, Any]:
     """The policy in force and its version."""
     active = grader.policies.active
     return {"version": active.version, "policy": active.document}
 
 
-@router.post("/v1/policy/validate")
+@router.post("/v1/policy/validate", response_model=None, openapi_extra=POLICY_BODY,
+             responses={200: ok(Validated, "Whether the document is valid, and why not"),
+                        **problems(NOT_PARSED)})
 async def validate_policy(request: Request, grader: GraderDep) -> dict[str, Any]:
     """Check a document without storing it."""
     try:
@@ -89,7 +134,10 @@ async def validate_policy(request: Request, grader: GraderDep) -> dict[str, Any]
     return {"valid": not problems, "problems": problems}
 
 
-@router.put("/v1/policy", status_code=202)
+@router.put("/v1/policy", status_code=202, response_model=None, openapi_extra=POLICY_BODY,
+            responses={202: ok(Stored, "Stored; everyone is re-graded in the job"),
+                       **problems(NOT_PARSED, (422, "The document is invalid; `errors` lists"
+                                                    " every problem"), 503)})
 async def put_policy(request: Request, grader: GraderDep, conn: ConnDep) -> Any:
     """Store a new version; new events use it at once, everyone is re-graded in a job."""
     try:
@@ -110,7 +158,9 @@ async def put_policy(request: Request, grader: GraderDep, conn: ConnDep) -> Any:
     return JSONResponse({"version": version, "job_id": str(job_id)}, status_code=202)
 
 
-@router.get("/v1/jobs/{job_id}")
+@router.get("/v1/jobs/{job_id}", response_model=None, responses={
+    200: ok(Job, "The job's progress"),
+    **problems((404, "No such job"), (422, "The id is not a UUID"), 503)})
 async def get_job(job_id: uuid.UUID, conn: ConnDep) -> dict[str, Any]:
     """A job's progress."""
     job = await jobs.get_job(conn, job_id)

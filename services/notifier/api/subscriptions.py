@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import asyncpg
@@ -18,7 +18,7 @@ from services.notifier.webhooks.dispatcher import Clock
 from services.notifier.webhooks.filters import Filter
 from services.notifier.webhooks.signing import new_secret
 from services.notifier.webhooks.vault import Vault
-from shared.http import storable
+from shared.http import ok, problems, storable
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
 
@@ -77,7 +77,9 @@ class SubscriptionIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: Annotated[str, Field(min_length=1, max_length=2048), AfterValidator(storable)]
+    url: Annotated[str, Field(min_length=1, max_length=2048, examples=[
+        "https://hooks.example.com/tiers"], json_schema_extra={"format": "uri"}),
+        AfterValidator(storable)]
     filter: FilterIn = Field(default_factory=FilterIn)
 
 
@@ -97,6 +99,85 @@ class RetryIn(BaseModel):
     status: Literal["failed"] = "failed"
 
 
+# The answers, for the OpenAPI document only (the routes return dicts, unvalidated).
+class FilterOut(BaseModel):
+    """Which changes the subscription receives; null accepts any value."""
+
+    ladders: list[str] | None
+    to_tiers: list[str] | None
+    directions: list[Literal["up", "down", "initial"]] | None
+    types: list[Literal["tier.changed", "tier.downgrade_scheduled"]] | None
+
+
+class Subscription(BaseModel):
+    """A subscription, without its secret."""
+
+    id: uuid.UUID
+    url: str
+    filter: FilterOut
+    created_at: datetime
+    previous_secret_expires_at: datetime | None = Field(
+        description="Until then, deliveries carry a signature by the previous secret too")
+
+
+class SubscriptionWithSecret(Subscription):
+    """A subscription with its signing secret, shown this once."""
+
+    secret: str
+
+
+class Subscriptions(BaseModel):
+    """Every subscription, oldest first."""
+
+    items: list[Subscription]
+
+
+class Delivery(BaseModel):
+    """One message to one subscription, and how its attempts went."""
+
+    id: int
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    next_attempt_at: datetime | None
+    last_attempt_at: datetime | None
+    last_status: int | None = Field(description="The receiver's HTTP status")
+    last_error: str | None
+    delivered_at: datetime | None
+    created_at: datetime
+    customer_id: str
+    ladder: str
+    after_id: int | None = Field(description="The delivery before it, same customer and ladder")
+    message_id: uuid.UUID
+    type: Literal["tier.changed", "tier.downgrade_scheduled"]
+    sequence: int
+
+
+class Deliveries(BaseModel):
+    """A page of deliveries, newest first."""
+
+    items: list[Delivery]
+    next_cursor: int | None = Field(description="The `cursor` of the next page, if any")
+
+
+class Retried(BaseModel):
+    """How many failed deliveries get one more attempt."""
+
+    retried: int
+
+
+class RetriedOne(BaseModel):
+    """The delivery queued again."""
+
+    id: int
+    status: Literal["pending"]
+
+
+NO_SUBSCRIPTION = (404, "No such subscription")
+NOT_CONFIGURED = (503, "Webhooks are not configured (TIERFLOW_WEBHOOK_SECRETS_KEY), or the"
+                       " database is unavailable")
+INVALID = (422, "A value breaks a rule; `errors` names it")
+
+
 def _vault(webhooks: Webhooks) -> Vault:
     if webhooks.vault is None:
         raise HTTPException(
@@ -112,7 +193,9 @@ async def _found(conn: asyncpg.Connection, sid: uuid.UUID) -> store.Subscription
     return subscription
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=None, responses={
+    201: ok(SubscriptionWithSecret, "Registered; the secret is shown this once"),
+    **problems((422, "A value breaks a rule, or the URL is refused"), NOT_CONFIGURED)})
 async def create(body: SubscriptionIn, webhooks: WebhooksDep, conn: ConnDep) -> dict[str, Any]:
     """Register a URL; the answer holds the signing secret, shown this once."""
     vault = _vault(webhooks)
@@ -129,19 +212,23 @@ async def create(body: SubscriptionIn, webhooks: WebhooksDep, conn: ConnDep) -> 
     return {**subscription.view(), "secret": secret}
 
 
-@router.get("")
+@router.get("", response_model=None, responses={
+    200: ok(Subscriptions, "Every subscription"), **problems(503)})
 async def list_all(conn: ConnDep) -> dict[str, Any]:
     """Every subscription (without secrets)."""
     return {"items": [s.view() for s in await store.list_subscriptions(conn)]}
 
 
-@router.get("/{sid}")
+@router.get("/{sid}", response_model=None, responses={
+    200: ok(Subscription, "The subscription"), **problems(NO_SUBSCRIPTION, INVALID, 503)})
 async def get_one(sid: uuid.UUID, conn: ConnDep) -> dict[str, Any]:
     """One subscription (without its secret)."""
     return (await _found(conn, sid)).view()
 
 
-@router.delete("/{sid}", status_code=204)
+@router.delete("/{sid}", status_code=204, response_model=None, responses={
+    204: {"description": "Deleted, with its deliveries"},
+    **problems(NO_SUBSCRIPTION, INVALID, 503)})
 async def delete(sid: uuid.UUID, conn: ConnDep) -> Response:
     """Stop deliveries and forget the subscription and its deliveries."""
     if not await store.delete_subscription(conn, sid):
@@ -149,7 +236,9 @@ async def delete(sid: uuid.UUID, conn: ConnDep) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/{sid}/rotate-secret")
+@router.post("/{sid}/rotate-secret", response_model=None, responses={
+    200: ok(SubscriptionWithSecret, "The new secret, shown this once"),
+    **problems(NO_SUBSCRIPTION, INVALID, NOT_CONFIGURED)})
 async def rotate(
     sid: uuid.UUID, webhooks: WebhooksDep, conn: ConnDep, body: RotateIn | None = None
 ) -> dict[str, Any]:
@@ -166,7 +255,8 @@ async def rotate(
     return {**subscription.view(), "secret": secret}
 
 
-@router.get("/{sid}/deliveries")
+@router.get("/{sid}/deliveries", response_model=None, responses={
+    200: ok(Deliveries, "A page of deliveries"), **problems(NO_SUBSCRIPTION, INVALID, 503)})
 async def deliveries(
     sid: uuid.UUID, conn: ConnDep,
     status: Literal["pending", "delivered", "failed"] | None = None,
@@ -180,7 +270,8 @@ async def deliveries(
     return {"items": items, "next_cursor": next_cursor}
 
 
-@router.post("/{sid}/deliveries/retry", status_code=202)
+@router.post("/{sid}/deliveries/retry", status_code=202, response_model=None, responses={
+    202: ok(Retried, "Queued again"), **problems(NO_SUBSCRIPTION, INVALID, 503)})
 async def retry_all(
     sid: uuid.UUID, webhooks: WebhooksDep, conn: ConnDep, body: RetryIn | None = None
 ) -> dict[str, Any]:
@@ -189,7 +280,10 @@ async def retry_all(
     return {"retried": await store.retry_failed(conn, sid, now=webhooks.clock())}
 
 
-@router.post("/{sid}/deliveries/{delivery_id}/retry", status_code=202)
+@router.post("/{sid}/deliveries/{delivery_id}/retry", status_code=202, response_model=None,
+             responses={202: ok(RetriedOne, "Queued again"), **problems(
+                 (404, "No such delivery"), (409, "The delivery is still pending"), INVALID,
+                 503)})
 async def retry_one(
     sid: uuid.UUID, delivery_id: DeliveryId, webhooks: WebhooksDep, conn: ConnDep
 ) -> dict[str, Any]:
