@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from shared.cli import SUBCOMMANDS, build_parser, main
-from shared.cli.config import ClientSettings, CliError, resolve_key, setting_problem
-from shared.cli.up import load_settings
+from services.cli import SUBCOMMANDS, build_parser, main
+from services.cli.config import ClientSettings, CliError, resolve_key, setting_problem
+from services.cli.up import load_settings
 
 
 def subcommands(parser: argparse.ArgumentParser) -> set[str]:

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from shared.cli.banner import Summary, banner_lines, example_event
-from shared.cli.config import CliError, setting_problem
-from shared.cli.demo import Timings, distribution_table, peak_rate, rate_lines
-from shared.cli.output import Progress, render_bar
-from shared.cli.policy import load_document, problem_lines, render
-from shared.cli.scrape import CONSUMER_LAG, GRADED, metric_sum
-from shared.cli.send import SendReport, batched, error_texts, read_items
+from services.cli.banner import Summary, banner_lines, example_event
+from services.cli.config import CliError, setting_problem
+from services.cli.demo import Timings, distribution_table, peak_rate, rate_lines
+from services.cli.output import Progress, render_bar
+from services.cli.policy import load_document, problem_lines, render
+from services.cli.scrape import CONSUMER_LAG, GRADED, metric_sum
+from services.cli.send import SendReport, batched, error_texts, read_items
 from shared.events import parse_event
 from shared.settings import IngestSettings
 

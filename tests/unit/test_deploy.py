@@ -7,6 +7,7 @@ import importlib
 import json
 import re
 import shlex
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "tierflow.json"
 DATASOURCES = ROOT / "deploy" / "grafana" / "provisioning" / "datasources"
 ENV_EXAMPLE = ROOT / "deploy" / "env.example"
+PYPROJECT = ROOT / "pyproject.toml"
 
 SETTINGS_BY_COMMAND: dict[str, type[CommonSettings]] = {
     "migrate": CommonSettings,
@@ -332,9 +334,29 @@ def test_topics_created_equal_the_settings_defaults(compose: dict[str, Any]) -> 
     assert topic_problems(compose) == []
 
 
+def project() -> dict[str, Any]:
+    """The `[project]` table of pyproject.toml."""
+    table: dict[str, Any] = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]
+    return table
+
+
+def console_script() -> tuple[Any, str]:
+    """(module, function name) of the `tierflow` command as pyproject.toml installs it."""
+    module, _, function = project()["scripts"]["tierflow"].partition(":")
+    return importlib.import_module(module), function
+
+
+def test_the_console_script_runs_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    cli, function = console_script()
+    with pytest.raises(SystemExit) as done:
+        getattr(cli, function)(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.startswith("tierflow ")
+
+
 def test_commands_are_cli_subcommands(compose: dict[str, Any]) -> None:
-    cli = importlib.import_module("shared.cli")
-    assert hasattr(cli, "SUBCOMMANDS"), "shared.cli must export SUBCOMMANDS, the subcommand names"
+    cli, _ = console_script()
+    assert hasattr(cli, "SUBCOMMANDS"), "the CLI must export SUBCOMMANDS, the subcommand names"
     subcommands = set(cli.SUBCOMMANDS)
     used = {cmd for _, cmd, _ in tierflow_services(compose)}
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")

@@ -16,13 +16,13 @@ import httpx
 from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 
-from shared.cli.banner import BROKER_NOTE, Summary, banner_lines
-from shared.cli.config import CliError, child_environ
-from shared.cli.drain import drain
-from shared.cli.keys import ensure_api_key, ensure_webhook_key, first_admin_key, keys_document
-from shared.cli.lifecycle import StopSignal, first_error, install_signals
-from shared.cli.output import say
-from shared.cli.procs import ServiceFailed, ServiceProcess
+from services.cli.banner import BROKER_NOTE, Summary, banner_lines
+from services.cli.config import CliError, child_environ
+from services.cli.drain import drain
+from services.cli.keys import ensure_api_key, ensure_webhook_key, first_admin_key, keys_document
+from services.cli.lifecycle import StopSignal, first_error, install_signals
+from services.cli.output import say
+from services.cli.procs import ServiceFailed, ServiceProcess
 from shared.db.migrate import upgrade
 from shared.embedded import EmbeddedBroker, EmbeddedError, EmbeddedPostgres, free_port
 from shared.kafka import ensure_topics

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from shared.cli.config import ClientSettings, CliError, resolve_key, setting_problem
-from shared.cli.output import warn
+from services.cli.config import ClientSettings, CliError, resolve_key, setting_problem
+from services.cli.output import warn
 from shared.errors import ConfigError, TierflowError
 
 SUBCOMMANDS = ("up", "demo", "ingest", "grader", "notifier", "migrate", "send", "policy",
@@ -145,14 +145,14 @@ def _data_dir(args: argparse.Namespace, settings: ClientSettings) -> Path:
 
 
 def _run_up(args: argparse.Namespace) -> int:
-    from shared.cli import up
+    from services.cli import up
 
     return up.run(_data_dir(args, ClientSettings()))
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from shared.cli import demo
-    from shared.cli.up import UpOptions
+    from services.cli import demo
+    from services.cli.up import UpOptions
 
     options = demo.DemoOptions(customers=args.customers, seed=args.seed,
                                exit_after=args.exit, concurrency=args.concurrency)
@@ -168,13 +168,13 @@ def _run_service(args: argparse.Namespace) -> int:
 
 
 def _run_migrate(_: argparse.Namespace) -> int:
-    from shared.cli.migrate import run
+    from services.cli.migrate import run
 
     return run()
 
 
 def _run_send(args: argparse.Namespace) -> int:
-    from shared.cli import send
+    from services.cli import send
 
     settings = ClientSettings()
     key = resolve_key(args.key, settings, args.data_dir)
@@ -183,7 +183,7 @@ def _run_send(args: argparse.Namespace) -> int:
 
 
 def _run_policy(args: argparse.Namespace) -> int:
-    from shared.cli import policy
+    from services.cli import policy
 
     settings = ClientSettings()
     return policy.run(policy.PolicyOptions(
@@ -194,7 +194,7 @@ def _run_policy(args: argparse.Namespace) -> int:
 
 
 def _run_subscriptions(args: argparse.Namespace) -> int:
-    from shared.cli import subscriptions
+    from services.cli import subscriptions
 
     settings = ClientSettings()
     options = {k: v for k, v in vars(args).items()
