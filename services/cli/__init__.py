@@ -14,9 +14,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from services.cli.config import ClientSettings, CliError, resolve_key, setting_problem
+from services.cli.config import ClientSettings, CliError, resolve_key
 from services.cli.output import warn
 from shared.errors import ConfigError, TierflowError
+from shared.settings import settings_problems
 
 SUBCOMMANDS = ("up", "demo", "ingest", "grader", "notifier", "migrate", "send", "policy",
                "subscriptions")
@@ -216,13 +217,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # pgserver's platformdirs warns about a variable only desktop sessions set: noise here.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command not in SERVICES:  # a service sets up its own logging (TIERFLOW_LOG_LEVEL)
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return HANDLERS[args.command](args)
     except ValidationError as exc:
         if not exc.title.endswith("Settings"):
             raise
-        warn(f"tierflow: {setting_problem(exc)}")
+        for line in settings_problems(exc):
+            warn(f"tierflow: {line}")
         return 2
     except CliError as exc:
         warn(f"tierflow: {exc}")
