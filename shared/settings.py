@@ -19,6 +19,7 @@ SCOPES = frozenset({"events:write", "tiers:read", "admin"})
 # must not start with them (it would run with keys anyone can read).
 PLACEHOLDER = re.compile(r"replace-with|change-?me|a-long-random-key", re.IGNORECASE)
 GENERATE_KEY = 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 GENERATE_FERNET = ('python3 -c "from cryptography.fernet import Fernet;'
                    ' print(Fernet.generate_key().decode())"')
 
@@ -85,6 +86,14 @@ class CommonSettings(BaseSettings):
     def _api_keys(cls, value: SecretStr) -> SecretStr:
         parse_api_keys(value.get_secret_value())
         return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        # Checked here, not when logging starts: the names both logging and uvicorn know.
+        if value.upper() not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return value.upper()
 
     def key_scopes(self) -> dict[str, frozenset[str]]:
         """Scopes by sha256 of the key, so raw keys are not kept around in dicts."""
@@ -203,10 +212,11 @@ class NotifierSettings(CommonSettings):
         return value
 
 
-def settings_error(exc: ValidationError) -> str:
-    """A one-line-per-problem message naming each TIERFLOW_ variable; never echoes values."""
+def settings_problems(exc: ValidationError) -> list[str]:
+    """`invalid setting TIERFLOW_…: reason`, one per bad variable, named as it is set; the
+    value is never repeated (it may be a key). Every process and the CLI report these."""
     lines = []
     for err in exc.errors(include_url=False, include_input=False):
         name = "TIERFLOW_" + "_".join(str(p) for p in err["loc"]).upper()
-        lines.append(f"invalid setting {name}: {err['msg']}")
-    return "\n".join(lines)
+        lines.append(f"invalid setting {name}: {err['msg'].removeprefix('Value error, ')}")
+    return lines

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import sys
-
 import uvicorn
 from fastapi import FastAPI
-from pydantic import ValidationError
 
 from services.grader.app import create_app
-from shared.logs import configure
-from shared.settings import GraderSettings, settings_error
+from shared.settings import GraderSettings
+from shared.startup import start_service
 
 
 def main() -> None:
     """Build settings from the environment and serve until stopped."""
-    try:
-        settings = GraderSettings()
-    except ValidationError as exc:
-        sys.stderr.write(settings_error(exc) + "\n")
-        sys.exit(2)
-    configure(settings.log_level)
+    settings = start_service(GraderSettings, "grader")
     serve = {"host": settings.host, "port": settings.grader_port,
              "log_level": settings.log_level.lower(), "access_log": False}
     if settings.grader_role == "api" and settings.grader_api_workers > 1:
@@ -33,9 +25,7 @@ def main() -> None:
 
 def app_from_environment() -> FastAPI:
     """The app of one API worker process (settings already validated by `main`)."""
-    settings = GraderSettings()
-    configure(settings.log_level)
-    return create_app(settings)
+    return create_app(start_service(GraderSettings, "grader"))
 
 
 if __name__ == "__main__":

@@ -71,8 +71,8 @@ import orjson
 import psutil  # type: ignore[import-untyped]  # a dependency of pgserver
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.cli.scrape import GRADED, metric_sum
-from shared.cli.send import BatchSender, SendReport, batched, send_all
+from services.cli.scrape import GRADED, metric_sum
+from services.cli.send import BatchSender, SendReport, batched, send_all
 from shared.embedded import free_port
 
 READY_WITHIN_S = 180.0

@@ -74,7 +74,7 @@ async def start_up(data_dir: Path) -> Up:
         "TIERFLOW_KAFKA_SESSION_TIMEOUT_MS": "6000",
     })
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "from shared.cli import main; raise SystemExit(main())", "up",
+        sys.executable, "-c", "from services.cli import main; raise SystemExit(main())", "up",
         "--data-dir", str(data_dir), env=env, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT, start_new_session=True)
     return Up(proc, f"http://127.0.0.1:{ingest}")

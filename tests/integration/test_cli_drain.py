@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from sqlalchemy import insert
 from sqlalchemy.engine import make_url
 
-from shared.cli.drain import drain
+from services.cli.drain import drain
 from shared.db.engine import asyncpg_dsn, make_engine
 from shared.db.migrate import upgrade
 from shared.db.tables import tier_changes

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.cli.procs import ServiceFailed, ServiceProcess
-from shared.cli.scrape import CONSUMER_LAG, read_metric
+from services.cli.procs import ServiceFailed, ServiceProcess
+from services.cli.scrape import CONSUMER_LAG, read_metric
 from shared.embedded import free_port
 from tests.support import eventually
 

@@ -12,9 +12,9 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
+from services.cli.demo_data import generate
+from services.cli.send import BatchSender, SendReport, batched, read_items, send_all
 from services.ingest.app import create_app
-from shared.cli.demo_data import generate
-from shared.cli.send import BatchSender, SendReport, batched, read_items, send_all
 from shared.kafka import ensure_topics
 from shared.settings import IngestSettings
 from tests.support import unique

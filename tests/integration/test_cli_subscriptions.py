@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.cli import subscriptions as cli
+from services.cli import subscriptions as cli
 from shared.embedded import free_port
 from tests.integration.webhook_support import (
     ADMIN_KEY,

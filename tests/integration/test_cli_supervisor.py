@@ -17,7 +17,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
-from shared.cli.up import Supervisor, UpOptions
+from services.cli.up import Supervisor, UpOptions
 from shared.db.engine import make_engine
 from shared.settings import CommonSettings
 from tests.support import eventually, unique

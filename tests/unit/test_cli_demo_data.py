@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from shared.cli.demo_data import (
+from services.cli.demo_data import (
     PERSONA_WEIGHTS,
     PERSONAS,
     customer_id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from shared.cli.keys import ensure_api_key, first_admin_key, keys_document
+from services.cli.keys import ensure_api_key, first_admin_key, keys_document
 from shared.settings import parse_api_keys
 
 

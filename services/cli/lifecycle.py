@@ -9,7 +9,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from shared.cli.config import Interrupted
+from services.cli.config import Interrupted
 
 T = TypeVar("T")
 

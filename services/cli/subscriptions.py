@@ -15,9 +15,9 @@ import httpx
 import orjson
 from aiohttp import web
 
-from shared.cli.client import api_client, body_of, call, failure
-from shared.cli.config import CliError
-from shared.cli.output import say
+from services.cli.client import api_client, body_of, call, failure
+from services.cli.config import CliError
+from services.cli.output import say
 
 SERVICE = "notifier"
 

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from shared.cli.config import ClientSettings, CliError, resolve_key, setting_problem
-from shared.cli.output import warn
+from services.cli.config import ClientSettings, CliError, resolve_key
+from services.cli.output import warn
 from shared.errors import ConfigError, TierflowError
+from shared.settings import settings_problems
 
 SUBCOMMANDS = ("up", "demo", "ingest", "grader", "notifier", "migrate", "send", "policy",
                "subscriptions")
@@ -145,14 +146,14 @@ def _data_dir(args: argparse.Namespace, settings: ClientSettings) -> Path:
 
 
 def _run_up(args: argparse.Namespace) -> int:
-    from shared.cli import up
+    from services.cli import up
 
     return up.run(_data_dir(args, ClientSettings()))
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from shared.cli import demo
-    from shared.cli.up import UpOptions
+    from services.cli import demo
+    from services.cli.up import UpOptions
 
     options = demo.DemoOptions(customers=args.customers, seed=args.seed,
                                exit_after=args.exit, concurrency=args.concurrency)
@@ -168,13 +169,13 @@ def _run_service(args: argparse.Namespace) -> int:
 
 
 def _run_migrate(_: argparse.Namespace) -> int:
-    from shared.cli.migrate import run
+    from services.cli.migrate import run
 
     return run()
 
 
 def _run_send(args: argparse.Namespace) -> int:
-    from shared.cli import send
+    from services.cli import send
 
     settings = ClientSettings()
     key = resolve_key(args.key, settings, args.data_dir)
@@ -183,7 +184,7 @@ def _run_send(args: argparse.Namespace) -> int:
 
 
 def _run_policy(args: argparse.Namespace) -> int:
-    from shared.cli import policy
+    from services.cli import policy
 
     settings = ClientSettings()
     return policy.run(policy.PolicyOptions(
@@ -194,7 +195,7 @@ def _run_policy(args: argparse.Namespace) -> int:
 
 
 def _run_subscriptions(args: argparse.Namespace) -> int:
-    from shared.cli import subscriptions
+    from services.cli import subscriptions
 
     settings = ClientSettings()
     options = {k: v for k, v in vars(args).items()
@@ -216,13 +217,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # pgserver's platformdirs warns about a variable only desktop sessions set: noise here.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command not in SERVICES:  # a service sets up its own logging (TIERFLOW_LOG_LEVEL)
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return HANDLERS[args.command](args)
     except ValidationError as exc:
         if not exc.title.endswith("Settings"):
             raise
-        warn(f"tierflow: {setting_problem(exc)}")
+        for line in settings_problems(exc):
+            warn(f"tierflow: {line}")
         return 2
     except CliError as exc:
         warn(f"tierflow: {exc}")

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import orjson
 
-from shared.cli.config import CliError
+from services.cli.config import CliError
 
 HINTS = {
     401: " (check --key, TIERFLOW_API_KEY or the data dir's api-key file)",

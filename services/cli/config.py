@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import TierflowError
@@ -43,15 +43,6 @@ class ClientSettings(BaseSettings):
     notifier_url: str = "http://127.0.0.1:8082"
     api_key: SecretStr | None = None
     data_dir: Path = Path(".tierflow")
-
-
-def setting_problem(exc: ValidationError) -> str:
-    """One line naming each bad variable; the offending value is never echoed (it may be a key)."""
-    parts = []
-    for err in exc.errors(include_url=False, include_input=False):
-        name = ENV_PREFIX + "_".join(str(p) for p in err["loc"]).upper()
-        parts.append(f"{name}: {err['msg'].removeprefix('Value error, ')}")
-    return "invalid setting " + "; ".join(parts)
 
 
 def child_environ(overrides: Mapping[str, str]) -> dict[str, str]:

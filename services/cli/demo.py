@@ -12,15 +12,15 @@ from typing import Any
 
 import httpx
 
-from shared.cli.banner import banner_lines
-from shared.cli.client import api_client, body_of, failure
-from shared.cli.config import CliError
-from shared.cli.demo_data import generate
-from shared.cli.lifecycle import StopSignal, install_signals, until_stopped
-from shared.cli.output import Progress, say
-from shared.cli.scrape import GRADED, read_metric
-from shared.cli.send import BatchSender, SendReport, batched, send_all
-from shared.cli.up import Ports, Supervisor, UpOptions, load_settings
+from services.cli.banner import banner_lines
+from services.cli.client import api_client, body_of, failure
+from services.cli.config import CliError
+from services.cli.demo_data import generate
+from services.cli.lifecycle import StopSignal, install_signals, until_stopped
+from services.cli.output import Progress, say
+from services.cli.scrape import GRADED, read_metric
+from services.cli.send import BatchSender, SendReport, batched, send_all
+from services.cli.up import Ports, Supervisor, UpOptions, load_settings
 from shared.settings import CommonSettings
 
 Sample = tuple[float, float]  # (monotonic seconds, events the grader has consumed)

@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 from cryptography.fernet import Fernet
 
-from shared.cli.config import KEY_FILE, read_api_key
+from services.cli.config import KEY_FILE, read_api_key
 from shared.settings import parse_api_keys
 
 WEBHOOK_KEY_FILE = "webhook-key"

@@ -14,10 +14,10 @@ from typing import Any, BinaryIO
 import httpx
 import orjson
 
-from shared.cli.client import api_client, body_of, failure, unreachable
-from shared.cli.config import CliError
-from shared.cli.lifecycle import first_error
-from shared.cli.output import Progress, warn
+from services.cli.client import api_client, body_of, failure, unreachable
+from services.cli.config import CliError
+from services.cli.lifecycle import first_error
+from services.cli.output import Progress, warn
 
 Item = tuple[str, object]  # (how to name it in messages, the event)
 ATTEMPTS = 6

@@ -6,8 +6,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from shared.cli.config import CliError
-from shared.cli.output import say
+from services.cli.config import CliError
+from services.cli.output import say
 from shared.db.migrate import alembic_config, upgrade_sync
 from shared.settings import CommonSettings
 

@@ -14,9 +14,9 @@ import httpx
 import orjson
 import yaml
 
-from shared.cli.client import api_client, body_of, call, failure
-from shared.cli.config import CliError
-from shared.cli.output import Progress, say
+from services.cli.client import api_client, body_of, call, failure
+from services.cli.config import CliError
+from services.cli.output import Progress, say
 from shared.errors import PolicyInvalid
 from shared.policy_yaml import load_policy_yaml
 
