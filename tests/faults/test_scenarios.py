@@ -7,6 +7,7 @@ Run alone with `make faults`; each scenario prints its figures (`-s` shows them)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import shutil
@@ -16,12 +17,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db.engine import make_engine
 from shared.db.migrate import upgrade
-from shared.embedded import EmbeddedBroker, EmbeddedPostgres
+from shared.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
+from tests.faults.blackhole import Proxy, tcp
 from tests.faults.system import (
     Load,
     Report,
@@ -72,11 +75,13 @@ Fault = Callable[[System], Awaitable[None]]
 
 async def scenario(name: str, engine: AsyncEngine,
                    infrastructure: tuple[EmbeddedPostgres, EmbeddedBroker], tmp_path: Path,
-                   fault: Fault, *, graders: int = 1) -> Report:
+                   fault: Fault, *, graders: int = 1, bootstrap: str | None = None) -> Report:
     """Start the system, load it, let `fault` run while events flow, stop the load (every
-    event sent is acknowledged in the end), and verify."""
+    event sent is acknowledged in the end), and verify. `bootstrap`: the broker the
+    services and the verifier use, when not the suite's own."""
     server, broker = infrastructure
-    system = System(server.url, broker.bootstrap, tmp_path, graders=graders)
+    bootstrap = bootstrap or broker.bootstrap
+    system = System(server.url, bootstrap, tmp_path, graders=graders)
     load = Load(system)
     stop = asyncio.Event()
     report = Report(name)
@@ -97,7 +102,7 @@ async def scenario(name: str, engine: AsyncEngine,
         stop.set()
         await asyncio.wait_for(loading, 120)
         report.retried = load.failures
-        await verify(engine, system, load, report, bootstrap=broker.bootstrap)
+        await verify(engine, system, load, report, bootstrap=bootstrap)
     finally:
         stop.set()
         if not loading.done():
@@ -177,6 +182,88 @@ async def test_broker_paused_past_the_session_timeout(
     # The client met 503s (or unacknowledged items) and sent the same ids again: some of
     # those sends had landed after all, and still nothing is applied twice.
     assert report.retried > 0
+
+
+@contextlib.asynccontextmanager
+async def broker_behind_a_proxy(log_dir: Path) -> AsyncIterator[tuple[Proxy, int]]:
+    """A broker of the scenario's own that advertises the proxy's address (Kafka clients
+    connect to the address in the metadata, so every connection goes through the proxy);
+    the proxy and the port the broker listens on."""
+    listener = free_port()
+    async with Proxy(tcp("127.0.0.1", listener)).running() as proxy:
+        broker = EmbeddedBroker(port=listener, advertised_port=proxy.port,
+                                log_path=log_dir / "proxied-broker.log")
+        await asyncio.to_thread(broker.start)
+        try:
+            yield proxy, listener
+        finally:
+            broker.stop()
+
+
+def assert_only_through(proxy: Proxy, system: System, listener_port: int) -> None:
+    """The services talk to the broker through the proxy, and never to it directly."""
+    assert proxy.open_sockets > 0
+    for name, service in system.services.items():
+        assert service.proc is not None
+        direct = [c for c in psutil.Process(service.proc.pid).net_connections("tcp")
+                  if c.raddr and c.raddr.port == listener_port]
+        assert direct == [], (name, direct)
+
+
+async def test_broker_blackholed_past_the_session_timeout(
+    engine: AsyncEngine, infrastructure: tuple[EmbeddedPostgres, EmbeddedBroker],
+    tmp_path: Path
+) -> None:
+    async with broker_behind_a_proxy(tmp_path) as (proxy, listener):
+        async def fault(system: System) -> None:
+            assert_only_through(proxy, system, listener)
+            proxy.blackhole()
+            # The fault's length: past the session timeout, and past the produce timeout,
+            # so batches are answered 503 while their produce is held, to land when the
+            # link comes back.
+            await asyncio.sleep(SESSION_TIMEOUT_S + 2)
+            await proxy.forward()
+
+        report = await scenario("broker blackholed 8 s", engine, infrastructure, tmp_path,
+                                fault, bootstrap=proxy.address)
+    assert report.retried > 0  # the client sent those batches again, with the same ids
+
+
+async def test_broker_connections_reset_and_refused(
+    engine: AsyncEngine, infrastructure: tuple[EmbeddedPostgres, EmbeddedBroker],
+    tmp_path: Path
+) -> None:
+    resets: list[int] = []
+    async with broker_behind_a_proxy(tmp_path) as (proxy, listener):
+        async def fault(system: System) -> None:
+            assert_only_through(proxy, system, listener)
+            for _ in range(3):
+                resets.append(await proxy.reset())
+                with pytest.raises(ConnectionRefusedError):
+                    await asyncio.open_connection("127.0.0.1", proxy.port)
+                await asyncio.sleep(2)  # refused meanwhile
+                await proxy.forward()
+                await asyncio.sleep(1.5)  # the clients connect again, events flow
+
+        await scenario("broker links reset x3, refused 2 s", engine, infrastructure, tmp_path,
+                       fault, bootstrap=proxy.address)
+    assert all(resets), resets  # each time, the services had connected again
+
+
+async def test_broker_link_delayed(
+    engine: AsyncEngine, infrastructure: tuple[EmbeddedPostgres, EmbeddedBroker],
+    tmp_path: Path
+) -> None:
+    async with broker_behind_a_proxy(tmp_path) as (proxy, listener):
+        async def fault(system: System) -> None:
+            assert_only_through(proxy, system, listener)
+            proxy.delay(0.2)
+            await asyncio.sleep(10)  # the fault's length
+            assert proxy.delayed > 0
+            await proxy.forward()
+
+        await scenario("broker 200 ms each way for 10 s", engine, infrastructure, tmp_path,
+                       fault, bootstrap=proxy.address)
 
 
 async def test_postgres_paused_under_load(
