@@ -73,7 +73,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from services.cli.scrape import GRADED, metric_sum
 from services.cli.send import BatchSender, SendReport, batched, send_all
-from shared.embedded import free_port
+from shared.embedded import PASSWORD_FILE, free_port
 
 READY_WITHIN_S = 180.0
 STOP_WITHIN_S = 120.0
@@ -1180,8 +1180,10 @@ async def one_run(system: System, args: argparse.Namespace, run_dir: Path,
 async def machine_facts(system: System, args: argparse.Namespace) -> None:
     """What the figures were measured on."""
     try:
-        conn = await asyncpg.connect(host=str(system.data_dir / "pg"), user="postgres",
-                                     database="postgres", timeout=10)
+        pg_dir = system.data_dir / "pg"
+        conn = await asyncpg.connect(host=str(pg_dir), user="postgres", database="postgres",
+                                     password=(pg_dir / PASSWORD_FILE).read_text().strip(),
+                                     timeout=10)
         try:
             pg = await conn.fetchval("SHOW server_version")
         finally:
