@@ -261,7 +261,9 @@ class Grader:
     def __init__(self, settings: GraderSettings) -> None:
         self.settings = settings
         self.metrics = GraderMetrics()
-        self.consumer = Consumer(settings, policies=PolicyCache(), metrics=self.metrics)
+        self.consumer = Consumer(
+            settings, policies=PolicyCache(base_currency=settings.base_currency),
+            metrics=self.metrics)
         self.producer = make_producer(settings, client_id="bench-grader")
         self.task: asyncio.Task[None] | None = None
 
