@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+from shared.db.engine import asyncpg_dsn
+from shared.db.migrate import upgrade
 
 T = TypeVar("T")
 
@@ -28,3 +35,19 @@ async def eventually(
             if time.monotonic() > deadline:
                 raise
         await asyncio.sleep(interval)  # polling interval of a deadline-bounded wait
+
+
+@contextlib.asynccontextmanager
+async def migrated_database(pg_url: str, prefix: str) -> AsyncIterator[str]:
+    """A new database on the server of `pg_url`, with the schema at head; dropped after.
+    For tests that count something over the whole database (the outbox) or fill it."""
+    name = unique(prefix).replace("-", "_")
+    admin = await asyncpg.connect(asyncpg_dsn(pg_url))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(pg_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        await upgrade(url)
+        yield url
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()

@@ -13,16 +13,14 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import NewTopic
 from pydantic import SecretStr
 from sqlalchemy import insert
-from sqlalchemy.engine import make_url
 
 from services.cli.drain import drain
 from shared.db.engine import asyncpg_dsn, make_engine
-from shared.db.migrate import upgrade
 from shared.db.tables import tier_changes
 from shared.kafka import ensure_topics
 from shared.settings import CommonSettings
 from tests.integration.test_notifier_support import change
-from tests.support import unique
+from tests.support import migrated_database, unique
 
 pytestmark = pytest.mark.integration
 
@@ -30,16 +28,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def own_database(pg_url: str) -> AsyncIterator[str]:
     """A database of its own: the outbox count is the whole database's."""
-    name = unique("drain").replace("-", "_")
-    admin = await asyncpg.connect(asyncpg_dsn(pg_url))
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(pg_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        await upgrade(url)
+    async with migrated_database(pg_url, "drain") as url:
         yield url
-    finally:
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import asyncpg
 import orjson
 import pytest
 import schemathesis
@@ -32,16 +31,13 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from sqlalchemy.engine import make_url
 
 from services.grader.app import create_app as create_grader
 from services.ingest.app import create_app as create_ingest
 from services.notifier.app import create_app as create_notifier
-from shared.db.engine import asyncpg_dsn
-from shared.db.migrate import upgrade
 from shared.settings import GraderSettings, IngestSettings, NotifierSettings
 from tests.integration.test_customer_lookups import seed
-from tests.support import unique
+from tests.support import migrated_database, unique
 
 pytestmark = pytest.mark.integration
 
@@ -82,16 +78,8 @@ class PublicNames(AbstractResolver):
 @pytest.fixture(scope="module")
 async def own_database(pg_url: str) -> AsyncIterator[str]:
     """A database of the module's own: the fuzzer stores policies and subscriptions."""
-    name = unique("fuzz").replace("-", "_")
-    admin = await asyncpg.connect(asyncpg_dsn(pg_url))
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(pg_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        await upgrade(url)
+    async with migrated_database(pg_url, "fuzz") as url:
         yield url
-    finally:
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 @pytest.fixture(scope="module")
