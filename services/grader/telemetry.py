@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import Counter as Tally
 from collections.abc import Iterable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -108,12 +109,11 @@ class GraderMetrics:
 
     def count_changes(self, changes: Iterable[TierChange]) -> None:
         """Count applied tier changes (not downgrade notices), whatever caused them."""
-        for tc in changes:
-            change = tc.change
-            if change.kind == "tier.changed":
-                self.tier_changes.labels(
-                    change.ladder, change.from_tier or "", change.to_tier, tc.reason
-                ).inc()
+        counts = Tally(
+            (tc.change.ladder, tc.change.from_tier or "", tc.change.to_tier, tc.reason)
+            for tc in changes if tc.change.kind == "tier.changed")
+        for labels, count in counts.items():  # labels() costs ~2.5 µs: once per kind
+            self.tier_changes.labels(*labels).inc(count)
 
     def observe_end_to_end(self, stamps: Sequence[float], now: float) -> None:
         """Delays from Kafka timestamps (seconds) to `now`, the commit."""
