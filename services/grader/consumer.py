@@ -88,7 +88,7 @@ class Consumer:
         self.consumer: AIOKafkaConsumer | None = None
         self.effects: SideEffects | None = None
         self.partition_count = settings.events_partitions
-        self.sweeps: dict[int, str] = {}  # partition -> last id swept
+        self.sweeps: dict[int, repo.Sweep] = {}  # partition -> where its sweep is
         self.swept_for: tuple[int, int] = (0, 0)  # (policy version, day) sweeps are due for
         self.last_poll = self.last_commit = self.last_policy_check = time.monotonic()
         self.last_prune = 0.0
@@ -168,8 +168,7 @@ class Consumer:
         """Position new partitions where their committed state left off."""
         async with self.lock:
             await self._seek_stored(partitions)
-            for tp in partitions:
-                self.sweeps[tp.partition] = ""
+            self.swept_for = (0, 0)  # sweep everything held again, the new ones with it
         if self.consumer is not None:
             found = self.consumer.partitions_for_topic(self.topic)
             if found:
@@ -475,16 +474,17 @@ class Consumer:
         assert self.conn is not None  # noqa: S101
         active, today = self.policies.active, self.clock().date()
         due_for = (active.version, today.toordinal())
-        if due_for != self.swept_for:  # a new policy or a new day: sweep everything again
+        if due_for != self.swept_for:  # a new policy, a new day or new partitions
             self.swept_for = due_for
-            self.sweeps = {tp.partition: "" for tp in self.positions.held()}
+            older = await jobs.regrade_running(self.conn)
+            self.sweeps = {tp.partition: repo.Sweep(older) for tp in self.positions.held()}
         finished = False
         while self.sweeps:
-            partition, after = next(iter(self.sweeps.items()))
-            ids = await repo.due_ids(self.conn, partition, version=active.version, today=today,
-                                     after=after, limit=self.settings.regrade_chunk)
-            if ids:
-                self.sweeps[partition] = ids[-1]
+            partition, sweep = next(iter(self.sweeps.items()))
+            ids, after = await repo.due_ids(self.conn, partition, sweep, version=active.version,
+                                            today=today, limit=self.settings.regrade_chunk)
+            if after is not None:
+                self.sweeps[partition] = after
                 await self._load(ids)
                 self._mark_due(ids, version=active.version, today=today)
                 return

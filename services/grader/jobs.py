@@ -20,6 +20,7 @@ UPDATE jobs SET status = 'done', done = total, updated_at = now()
 WHERE status = 'running' AND policy_version <= $1
   AND NOT EXISTS (SELECT 1 FROM customers WHERE policy_version < jobs.policy_version)
 """
+RUNNING = "SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'running' AND kind = $1)"
 GET = "SELECT id, kind, status, total, done, changed, policy_version, error FROM jobs WHERE id = $1"
 
 
@@ -38,6 +39,11 @@ async def progress(conn: asyncpg.Connection, *, done: int, changed: int, version
 async def finish_completed(conn: asyncpg.Connection, *, version: int) -> None:
     """Mark done the running jobs whose customers are all graded under their version."""
     await conn.execute(FINISH, version)
+
+
+async def regrade_running(conn: asyncpg.Connection) -> bool:
+    """Whether a policy re-grade is under way (customers may be under an older version)."""
+    return bool(await conn.fetchval(RUNNING, "policy_regrade"))
 
 
 async def get_job(conn: asyncpg.Connection, job_id: uuid.UUID) -> dict[str, Any] | None:

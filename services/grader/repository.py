@@ -92,7 +92,8 @@ class Checkpoint:
         are the (`event_hash`, `event_fingerprint`) of the applied events, `renewed` the
         hashes of those seen before."""
         rows = [(state.customer_id, partition, encode_state(state), tier_labels(state),
-                 state.policy_version, date.fromordinal(state.graded_on), now)
+                 state.policy_version, date.fromordinal(state.graded_on),
+                 date.fromordinal(state.due_on) if state.due_on is not None else None, now)
                 for partition, state in customers]
         outbox = [(tc.message_id, tc.customer_id, tc.change.ladder, tc.change.sequence,
                    tc.change.kind, orjson.dumps(message(tc)).decode()) for tc in changes]
@@ -136,7 +137,7 @@ def encode_state(state: CustomerState) -> bytes:
 
 
 def decode_state(customer_id: str, blob: bytes, policy_version: int, graded_on: date,
-                 ) -> CustomerState:
+                 due_on: date | None = None) -> CustomerState:
     """The inverse of `encode_state`."""
     doc = _decode(blob)
     if doc[0] != FORMAT:
@@ -155,7 +156,7 @@ def decode_state(customer_id: str, blob: bytes, policy_version: int, graded_on: 
         for name, tier, since, computed, pending, seq in ladders
     }
     return CustomerState(customer_id, aggregates, states, policy_version,
-                         graded_on.toordinal())
+                         graded_on.toordinal(), due_on.toordinal() if due_on else None)
 
 
 def tier_labels(state: CustomerState) -> list[str]:
@@ -170,15 +171,15 @@ CREATE TEMP TABLE IF NOT EXISTS customers_stage
   (LIKE customers INCLUDING DEFAULTS) ON COMMIT DELETE ROWS
 """
 STAGE_COLUMNS = ("customer_id", "partition", "state", "tiers", "policy_version", "graded_on",
-                 "updated_at")
+                 "due_on", "updated_at")
 MERGE = """
 INSERT INTO customers (customer_id, partition, state, tiers, policy_version, graded_on,
-                       updated_at)
-SELECT customer_id, partition, state, tiers, policy_version, graded_on, updated_at
+                       due_on, updated_at)
+SELECT customer_id, partition, state, tiers, policy_version, graded_on, due_on, updated_at
 FROM customers_stage
 ON CONFLICT (customer_id) DO UPDATE SET partition = EXCLUDED.partition,
   state = EXCLUDED.state, tiers = EXCLUDED.tiers, policy_version = EXCLUDED.policy_version,
-  graded_on = EXCLUDED.graded_on, updated_at = EXCLUDED.updated_at
+  graded_on = EXCLUDED.graded_on, due_on = EXCLUDED.due_on, updated_at = EXCLUDED.updated_at
 """
 OUTBOX_COLUMNS = ("message_id", "customer_id", "ladder", "sequence", "kind", "payload")
 ADVANCE = """
@@ -187,7 +188,7 @@ FROM unnest($2::int[], $3::bigint[], $4::bigint[], $5::text[]) AS u(p, expected,
 WHERE o.topic = $1 AND o.partition = u.p AND o.next_offset = u.expected
 """
 LOAD = """
-SELECT customer_id, state, policy_version, graded_on, updated_at FROM customers
+SELECT customer_id, state, policy_version, graded_on, updated_at, due_on FROM customers
 WHERE customer_id = ANY($1::text[])
 """
 # Run on a connection with KEYED_LOOKUPS (shared/db/engine.py), or it scans the table.
@@ -205,10 +206,16 @@ PRUNE = """
 DELETE FROM processed_events WHERE ctid = ANY(ARRAY(
   SELECT ctid FROM processed_events WHERE seen_on < $1 LIMIT $2))
 """
-DUE = """
+# Both on a connection with KEYED_LOOKUPS: index ranges, never a scan of the table.
+OLDER_POLICY = """
 SELECT customer_id FROM customers
-WHERE partition = $1 AND customer_id > $2 AND (policy_version < $3 OR graded_on < $4)
-ORDER BY customer_id LIMIT $5
+WHERE partition = $1 AND customer_id > $2 AND policy_version < $3
+ORDER BY customer_id LIMIT $4
+"""
+DUE_BY_DATE = """
+SELECT customer_id, due_on FROM customers
+WHERE partition = $1 AND due_on <= $2 AND (due_on, customer_id) > ($3, $4)
+ORDER BY due_on, customer_id LIMIT $5
 """
 OFFSETS = "SELECT partition, next_offset, cluster_id FROM consumer_offsets WHERE topic = $1"
 INIT_OFFSETS = """
@@ -237,7 +244,7 @@ async def customer_rows(conn: asyncpg.Connection, ids: Sequence[str]) -> list[An
 
 def stored_customer(row: Any) -> StoredCustomer:
     """One row of `customer_rows`, decoded; raises StateCorrupt."""
-    return StoredCustomer(decode_state(row[0], row[1], row[2], row[3]), row[4])
+    return StoredCustomer(decode_state(row[0], row[1], row[2], row[3], row[5]), row[4])
 
 
 def event_hash(event_id: str) -> str:
@@ -288,14 +295,33 @@ async def prune_seen(conn: asyncpg.Connection, *, before: date, limit: int) -> i
     return int(status.rsplit(" ", 1)[1])
 
 
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    """Where a sweep of one partition is: first through the customers graded under an
+    older policy (in id order; only while a policy job runs), then through those whose
+    due date has come (in date order)."""
+
+    older_policy: bool
+    due_on: date = date.min
+    after: str = ""
+
+
 async def due_ids(
-    conn: asyncpg.Connection, partition: int, *, version: int, today: date, after: str,
+    conn: asyncpg.Connection, partition: int, sweep: Sweep, *, version: int, today: date,
     limit: int,
-) -> list[str]:
-    """Customers of a partition graded under an older policy or on an earlier day, in id
-    order after `after` (a sweep reads each row once)."""
-    rows = await conn.fetch(DUE, partition, after, version, today, limit)
-    return [r[0] for r in rows]
+) -> tuple[list[str], Sweep | None]:
+    """The next customers of a partition to re-grade without an event, and where the
+    sweep goes on from (None: done). Each row is read once per sweep; the cost follows the
+    customers due, not the size of the partition."""
+    if sweep.older_policy:
+        rows = await conn.fetch(OLDER_POLICY, partition, sweep.after, version, limit)
+        if rows:
+            return [r[0] for r in rows], Sweep(True, after=rows[-1][0])
+        sweep = Sweep(False)
+    rows = await conn.fetch(DUE_BY_DATE, partition, today, sweep.due_on, sweep.after, limit)
+    if rows:
+        return [r[0] for r in rows], Sweep(False, rows[-1][1], rows[-1][0])
+    return [], None
 
 
 async def write_checkpoint(conn: asyncpg.Connection, cp: Checkpoint) -> None:

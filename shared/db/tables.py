@@ -35,8 +35,12 @@ customers = Table(
     # "ladder:tier" per ladder, for counts and member lists without decoding `state`.
     Column("tiers", ARRAY(Text), nullable=False),
     Column("policy_version", Integer, nullable=False),
-    # The UTC date of the last grading: time alone re-grades rows whose date has passed.
+    # The UTC date of the last grading.
     Column("graded_on", Date, nullable=False),
+    # The first UTC date on which time alone may move the customer (a window dropping a
+    # day, a days-since threshold, a grace period ending): the owner re-grades the rows
+    # whose date has come, and no others. Null: nothing but an event or a policy can.
+    Column("due_on", Date),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     # Room on each page for the new version of a row: updates stay HOT (no index writes).
@@ -44,6 +48,9 @@ customers = Table(
 )
 # The owner's re-grading sweep walks its partitions in id order.
 Index("customers_partition", customers.c.partition, customers.c.customer_id)
+# ... and finds the customers due by date.
+Index("customers_due", customers.c.partition, customers.c.due_on, customers.c.customer_id,
+      postgresql_where=customers.c.due_on.isnot(None))
 
 # Applied event ids, as a 128-bit BLAKE2b hash of the id (16 bytes, cheaper to index
 # than the text), with the UTC day tierflow first saw them: the dedupe window. Rows older

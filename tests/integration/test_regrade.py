@@ -1,5 +1,6 @@
 """Time alone re-grades a customer: nobody has to buy anything to become churned. The
-consumer that owns the customer does it, with a clock the test moves three days on."""
+consumer that owns the customer does it on the day the schedule named, with a clock the
+test moves on; a customer of the same partition who is not due is not touched."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.grader.app import create_app
+from services.grader.routing import owner_partition
 from shared.db.tables import customers, tier_changes
 from shared.kafka import ensure_topics
 from tests.integration.grader_support import grader_settings, produce, purchase, running
@@ -27,8 +29,16 @@ async def test_days_passing_make_a_quiet_customer_churned(
     settings = grader_settings(migrated_pg, broker)
     await ensure_topics(settings)
     customer = unique("quiet")
+    # A regular customer on the same partition, active yesterday: due in 179 days.
+    partition = owner_partition(customer, settings.events_partitions)
+    neighbour = next(c for c in (unique("busy") for _ in range(10_000))
+                     if owner_partition(c, settings.events_partitions) == partition)
     await produce(broker, settings.topic_events,
-                  [purchase(customer, "80.00", when=now - timedelta(days=178))])
+                  [purchase(customer, "80.00", when=now - timedelta(days=178)),
+                   purchase(neighbour, "80.00", when=now - timedelta(days=1))])
+
+    async def stored(who: str) -> Any:
+        return await stored_row(engine, who)
 
     async def lifecycle() -> list[Any]:
         async with engine.connect() as conn:
@@ -41,8 +51,13 @@ async def test_days_passing_make_a_quiet_customer_churned(
 
         async def graded() -> None:
             assert len(await lifecycle()) == 1
+            assert await stored(neighbour) is not None
 
         await eventually(graded, timeout=20)
+        # new while days_since_last_activity < 180: due the day it reaches 180.
+        assert (await stored(customer))[1] == (now - timedelta(days=178)).date() + timedelta(180)
+        neighbour_before = await stored(neighbour)
+        assert neighbour_before[1] == (now - timedelta(days=1)).date() + timedelta(180)
         clock[0] = now + timedelta(days=3)  # no new event: only the days pass
 
         async def churned() -> list[Any]:
@@ -58,7 +73,14 @@ async def test_days_passing_make_a_quiet_customer_churned(
     assert last["cause_event_id"] is None
     assert last["metrics"]["days_since_last_activity"] == 181
     assert last["actions"] == ["winback_campaign"]
+    assert (await stored(customer))[0] == clock[0].date()
+    # Committed in the same chunk as the churn if the sweep had read it: it did not.
+    assert await stored(neighbour) == neighbour_before
+
+
+async def stored_row(engine: AsyncEngine, customer: str) -> Any:
+    """(graded_on, due_on, updated_at) of a customer's row."""
+    c = customers.c
     async with engine.connect() as conn:
-        graded_on = await conn.scalar(
-            select(customers.c.graded_on).where(customers.c.customer_id == customer))
-    assert graded_on == clock[0].date()
+        return (await conn.execute(select(c.graded_on, c.due_on, c.updated_at)
+                                   .where(c.customer_id == customer))).one_or_none()

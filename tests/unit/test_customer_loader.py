@@ -55,7 +55,7 @@ class FakePool:
 
 def row(customer_id: str, blob: bytes | None = None) -> tuple[Any, ...]:
     blob = repo.encode_state(CustomerState(customer_id)) if blob is None else blob
-    return (customer_id, blob, 3, date(2026, 1, 2), UPDATED)
+    return (customer_id, blob, 3, date(2026, 1, 2), UPDATED, date(2026, 6, 30))
 
 
 def loader_over(*ids: str, **kwargs: Any) -> tuple[CustomerLoader, FakeConn]:
@@ -73,6 +73,7 @@ async def test_lookups_asked_together_share_one_query() -> None:
     first = found[0]
     assert first is not None and first.updated_at == UPDATED
     assert first.state.policy_version == 3 and first.state.graded_on == date(2026, 1, 2).toordinal()
+    assert first.state.due_on == date(2026, 6, 30).toordinal()
 
 
 async def test_at_most_max_in_flight_queries_and_the_rest_wait_in_order() -> None:

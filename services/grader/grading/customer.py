@@ -13,6 +13,7 @@ from services.grader.grading.aggregates import Aggregates, advance, apply
 from services.grader.grading.evaluate import Change, LadderState, grade
 from services.grader.grading.metrics import Metrics, compute_metrics
 from services.grader.grading.policy import ActivePolicy
+from services.grader.grading.schedule import grace_end_days, next_due
 from shared.events import Event
 
 Reason = Literal["event", "schedule", "policy", "override"]
@@ -28,6 +29,9 @@ class CustomerState:
     ladders: dict[str, LadderState] = field(default_factory=dict)
     policy_version: int = 0
     graded_on: int = 0
+    # The first UTC day (ordinal) on which time alone may move the customer; None: only
+    # an event, a policy or an override can.
+    due_on: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +56,9 @@ def fold(state: CustomerState, events: Iterable[Event]) -> CustomerState:
 
 
 def is_due(state: CustomerState, *, version: int, today: date) -> bool:
-    """True when a newer policy or the passing of a day may move this customer."""
-    return state.policy_version != version or state.graded_on < today.toordinal()
+    """True when a newer policy, or the day time alone may move them, has come."""
+    return state.policy_version != version or (
+        state.due_on is not None and state.due_on <= today.toordinal())
 
 
 def grade_customer(
@@ -67,7 +72,11 @@ def grade_customer(
     metrics = compute_metrics(state.aggregates, today, active.all_reads)
     state.ladders, changes = grade(active.policy, metrics, state.ladders, now=now)
     state.policy_version = active.version
-    state.graded_on = today.toordinal()
+    state.graded_on = day = today.toordinal()
+    pending = {name: s.pending_since for name, s in state.ladders.items()
+               if s.pending_since is not None}
+    state.due_on = next_due(state.aggregates, active.timing, day,
+                            grace_end_days(pending, active.grace_days))
     return [
         TierChange(
             str(uuid.uuid4()), state.customer_id, change, reason, active.version, now,

@@ -51,11 +51,12 @@ def compute_metrics(
     out: Metrics = {}
     for name in METRIC_NAMES:
         if name in wanted:
-            out[name] = _metric(name, agg, day, sums)
+            out[name] = metric_at(name, agg, day, sums)
     return out
 
 
-def _metric(name: str, agg: Aggregates, today: int, sums: list[list[int]]) -> Value:
+def metric_at(name: str, agg: Aggregates, today: int, sums: list[list[int]]) -> Value:
+    """One metric as of the day `today` (an ordinal), with the window sums of that day."""
     simple = _SIMPLE.get(name)
     if simple is not None:
         return simple(agg, today)

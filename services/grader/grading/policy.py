@@ -20,6 +20,7 @@ from services.grader.grading.conditions import (
     compile_condition,
 )
 from services.grader.grading.metrics import METRIC_NAMES
+from services.grader.grading.schedule import Timing
 from shared.errors import PolicyInvalid
 
 __all__ = [
@@ -289,6 +290,10 @@ class ActivePolicy:
     document: dict[str, Any]
     reads: dict[str, tuple[str, ...]] = field(default_factory=dict)
     all_reads: frozenset[str] = frozenset()
+    # What time alone can change (services/grader/grading/schedule.py), and each
+    # ladder's grace period in days.
+    timing: Timing = field(default_factory=lambda: Timing.of(()))
+    grace_days: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_document(cls, version: int, document: dict[str, Any], *,
@@ -298,7 +303,10 @@ class ActivePolicy:
         policy = parse_policy(document, base_currency=base_currency)
         reads = {ladder.name: metrics_read(ladder) for ladder in policy.ladders}
         every = frozenset(name for names in reads.values() for name in names)
-        return cls(version, policy, document, reads, every)
+        conditions = [c for ladder in policy.ladders for tier in ladder.tiers
+                      for c in (tier.when, tier.stay_when) if c is not None]
+        grace = {ladder.name: ladder.downgrade_grace_days for ladder in policy.ladders}
+        return cls(version, policy, document, reads, every, Timing.of(conditions), grace)
 
 
 def default_policy_document() -> dict[str, Any]:

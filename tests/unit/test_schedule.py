@@ -1,0 +1,260 @@
+"""When time alone next moves a customer: the day a leaf flips or a grace period ends.
+
+The property at the end is the one that matters: re-grading a customer on any day before
+the one `next_due` names changes nothing at all (the schedule is never late), for random
+policies and histories."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from services.grader.grading.conditions import Leaf, holds
+from services.grader.grading.customer import CustomerState, grade_customer
+from services.grader.grading.metrics import compute_metrics
+from services.grader.grading.policy import ActivePolicy, default_policy_document
+from services.grader.grading.schedule import MAX_STEPS, Timing
+from shared.events import Event
+from tests.unit.factories import TODAY, at, day, feedback, fold, interaction, purchase, refund
+
+PROPERTY = settings(
+    derandomize=True, database=None, deadline=None, max_examples=60,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+T = TODAY.toordinal()
+
+
+def policy(*ladders: dict[str, Any]) -> ActivePolicy:
+    return ActivePolicy.from_document(1, {"ladders": list(ladders)})
+
+
+def spend_ladder(grace: int = 0) -> dict[str, Any]:
+    return {"name": "tier", "downgrade_grace_days": grace, "tiers": [
+        {"name": "gold", "when": {"metric": "spend_365d", "op": ">=", "value": 10000}},
+        {"name": "basic"}]}
+
+
+def noon(ordinal: int) -> datetime:
+    d = datetime.fromordinal(ordinal)
+    return datetime(d.year, d.month, d.day, 12, tzinfo=UTC)
+
+
+def graded(events: list[Event], active: ActivePolicy, today: int = T) -> CustomerState:
+    state = CustomerState("c-1", fold(events))
+    grade_customer(state, active, now=noon(today), today=datetime.fromordinal(today).date(),
+                   reason="event")
+    return state
+
+
+def test_a_quiet_customer_is_due_the_day_they_churn() -> None:
+    state = graded([purchase("80.00", at(178))], ActivePolicy.from_document(
+        1, default_policy_document()))
+    # lifecycle: new while days_since_last_activity < 180.
+    assert state.due_on == day(178).toordinal() + 180
+
+
+def test_a_vip_whose_spend_ages_out_is_due_on_that_day() -> None:
+    events = [purchase("6000.00", at(300)), purchase("5000.00", at(100))]
+    state = graded(events, policy(spend_ladder()))
+    assert state.ladders["tier"].tier == "gold"
+    # 300 days ago leaves the 365-day window 65 days from now: 5,000 left, below 10,000.
+    assert state.due_on == day(300).toordinal() + 365 == T + 65
+
+
+def test_a_day_that_changes_no_answer_is_skipped() -> None:
+    events = [purchase("20000.00", at(300)), purchase("20000.00", at(100))]
+    state = graded(events, policy(spend_ladder()))
+    # At T+65 spend_365d falls to 20,000: still gold. At T+265 it falls to 0.
+    assert state.due_on == T + 265
+
+
+def test_an_old_refund_leaving_the_window_raises_spend() -> None:
+    events = [purchase("10000.00", at(100)), refund("9000.00", at(300))]
+    state = graded(events, policy(spend_ladder()))
+    assert state.ladders["tier"].tier == "basic"
+    assert state.due_on == T + 65  # the refund leaves: 10,000 again
+
+
+def test_an_event_ahead_of_the_clock_enters_the_window_on_its_day() -> None:
+    state = graded([purchase("10000.00", at(-1, "00:01:00"))], policy(spend_ladder()))
+    assert state.ladders["tier"].tier == "basic"
+    assert state.due_on == T + 1
+
+
+def test_nothing_but_an_event_moves_a_policy_of_totals() -> None:
+    totals = {"name": "loyal", "tiers": [
+        {"name": "yes", "when": {"metric": "orders_total", "op": ">=", "value": 3}},
+        {"name": "no"}]}
+    state = graded([purchase("1.00", at(3)), interaction(at(2))], policy(totals))
+    assert state.due_on is None
+    assert Timing.of([]).windowed == {} and Timing.of([]).counted == {}
+
+
+def test_a_grace_period_is_due_when_it_ends() -> None:
+    active = policy(spend_ladder(grace=30))
+    state = graded([purchase("10000.00", at(364))], active, today=T)
+    assert state.ladders["tier"].tier == "gold" and state.due_on == T + 1
+    grade_customer(state, active, now=noon(T + 1), today=day(-1), reason="schedule")
+    assert state.ladders["tier"].pending_since == day(-1)
+    assert state.due_on == T + 31  # spend can't change again: only the grace ends
+
+
+def test_a_long_history_is_searched_by_halves_while_the_windows_only_shrink() -> None:
+    events = [purchase("1000.00", at(age)) for age in range(1, 300)]
+    state = graded(events, policy(spend_ladder()))
+    # spend_365d stays at 10,000 or more until only 9 of the purchases are left in the
+    # window: the day the 10th most recent (10 days ago) leaves it.
+    assert state.due_on == T + 355
+
+
+def test_a_long_history_with_refunds_costs_a_bounded_search() -> None:
+    events = [purchase("1000.00", at(age)) for age in range(1, 300)]
+    # A refund on a day of its own: when it leaves, the window grows. Day by day, then.
+    events.append(refund("1.00", at(320)))
+    state = graded(events, policy(spend_ladder()))
+    # The search stops after MAX_STEPS days on which spend changes (the refund leaves in
+    # 45 days, the purchases from 66 days on), and a re-grade then looks again.
+    assert state.due_on == T + 66 + MAX_STEPS - 2
+
+
+# --- the property -----------------------------------------------------------------------
+
+METRIC_SCALES: dict[str, tuple[int, ...]] = {
+    "spend_30d": (1, 500, 5000), "spend_365d": (1, 2000, 20000), "spend_total": (100, 20000),
+    "orders_7d": (1, 2), "orders_90d": (1, 3), "orders_365d": (1, 4, 8),
+    "interactions_30d": (1, 2), "referrals_365d": (1,), "complaints_90d": (1,),
+    "avg_order_value_365d": (100, 1000), "days_since_first_purchase": (30, 180, 400),
+    "days_since_last_purchase": (7, 90, 365), "days_since_last_activity": (0, 30, 180),
+    "days_since_last_interaction": (1, 60), "orders_total": (1, 5), "last_nps": (7, 9),
+}
+OPS = (">=", ">", "<=", "<", "==", "!=")
+ORDERED = OPS[:4]  # half the policies: windows searched by halves (see schedule.py)
+
+
+@st.composite
+def conditions(draw: st.DrawFn, ops: tuple[str, ...], depth: int = 0) -> dict[str, Any]:
+    if depth < 2 and draw(st.integers(0, 3)) == 0:
+        kind = draw(st.sampled_from(("all", "any", "not")))
+        if kind == "not":
+            return {"not": draw(conditions(ops, depth + 1))}
+        return {kind: draw(st.lists(conditions(ops, depth + 1), min_size=1, max_size=3))}
+    metrics = sorted(METRIC_SCALES if ops == OPS else set(METRIC_SCALES) - {AVERAGE})
+    metric = draw(st.sampled_from(metrics))
+    return {"metric": metric, "op": draw(st.sampled_from(ops)),
+            "value": draw(st.sampled_from(METRIC_SCALES[metric]))}
+
+
+AVERAGE = "avg_order_value_365d"
+
+
+@st.composite
+def ladders(draw: st.DrawFn, name: str) -> dict[str, Any]:
+    count = draw(st.integers(1, 3))
+    ops = draw(st.sampled_from((OPS, ORDERED)))
+    tiers: list[dict[str, Any]] = []
+    for i in range(count):
+        tier: dict[str, Any] = {"name": f"t{i}", "when": draw(conditions(ops))}
+        if draw(st.booleans()):
+            tier["stay_when"] = draw(conditions(ops))
+        tiers.append(tier)
+    tiers.append({"name": "rest"})
+    return {"name": name, "downgrade_grace_days": draw(st.sampled_from((0, 0, 3, 30))),
+            "tiers": tiers}
+
+
+@st.composite
+def history(draw: st.DrawFn) -> list[Event]:
+    events: list[Event] = []
+    for _ in range(draw(st.integers(0, 12))):
+        age = draw(st.integers(-1, 400) | st.sampled_from((0, 1, 29, 30, 179, 180, 364)))
+        when = at(age, "00:01:00" if age < 0 else "12:00:00")
+        kind = draw(st.sampled_from(("purchase", "purchase", "refund", "interaction",
+                                     "feedback")))
+        amount = str(draw(st.sampled_from((50, 700, 3000, 12000))))
+        if kind == "purchase":
+            events.append(purchase(amount, when))
+        elif kind == "refund":
+            events.append(refund(amount, when))
+        elif kind == "interaction":
+            events.append(interaction(when, action=draw(st.sampled_from(("visit", "referral")))))
+        else:
+            events.append(feedback(when, nps=draw(st.integers(0, 10)), complaint=True))
+    return events
+
+
+def outcome(state: CustomerState) -> dict[str, tuple[object, ...]]:
+    return {name: (s.tier, s.computed, s.pending_since, s.sequence)
+            for name, s in state.ladders.items()}
+
+
+@PROPERTY
+@given(st.lists(ladders("a"), min_size=1, max_size=1), st.lists(ladders("b"), max_size=1),
+       history(), st.integers(0, 3))
+def test_no_regrade_before_the_due_day_changes_anything(
+        first: list[dict[str, Any]], second: list[dict[str, Any]], events: list[Event],
+        already: int) -> None:
+    active = policy(*first, *second)
+    state = graded(events, active, today=T)
+    # Sometimes a few days of schedule re-grades first (grace periods under way).
+    for _ in range(already):
+        if state.due_on is None or state.due_on > T + 60:
+            break
+        d = state.due_on
+        grade_customer(state, active, now=noon(d), today=datetime.fromordinal(d).date(),
+                       reason="schedule")
+    today = state.graded_on
+    due = state.due_on
+    horizon = min(due if due is not None else today + 800, today + 800)
+    before = outcome(state)
+    for d in range(today + 1, horizon):
+        probe = copy.deepcopy(state)
+        changes = grade_customer(probe, active, now=noon(d),
+                                 today=datetime.fromordinal(d).date(), reason="schedule")
+        assert changes == [] and outcome(probe) == before, (
+            f"day {d - today} after grading changed {before} -> {outcome(probe)}; due said "
+            f"{None if due is None else due - today}")
+
+
+WINDOWED = ("spend_30d", "spend_365d", "orders_90d", "orders_365d", "orders_7d")
+
+
+@PROPERTY
+@given(st.lists(st.tuples(st.sampled_from(WINDOWED), st.sampled_from(ORDERED), st.data()),
+                min_size=1, max_size=4),
+       st.lists(st.tuples(st.integers(0, 400), st.sampled_from((50, 700, 3000, 12000))),
+                min_size=1, max_size=30))
+def test_windows_that_only_shrink_are_due_the_exact_day(
+        leaves: list[tuple[str, str, st.DataObject]], buys: list[tuple[int, int]]) -> None:
+    tiers: list[dict[str, Any]] = [
+        {"name": f"t{i}", "when": {"metric": metric, "op": op,
+                                   "value": data.draw(st.sampled_from(METRIC_SCALES[metric]))}}
+        for i, (metric, op, data) in enumerate(leaves)]
+    active = policy({"name": "w", "tiers": [*tiers, {"name": "rest"}]})
+    state = graded([purchase(str(amount), at(age)) for age, amount in buys], active)
+    due = state.due_on
+    before = outcome(state)
+    for d in range(T + 1, min(due or T + 400, T + 400)):
+        probe = copy.deepcopy(state)
+        grade_customer(probe, active, now=noon(d), today=datetime.fromordinal(d).date(),
+                       reason="schedule")
+        assert outcome(probe) == before, f"changed on day {d - T}; due said {due and due - T}"
+    if due is not None:
+        # Each tier has one leaf: the day a leaf answers otherwise, some tier's answer
+        # changes; the re-grade then computes it (the first match may stay the same).
+        probe = copy.deepcopy(state)
+        grade_customer(probe, active, now=noon(due), today=datetime.fromordinal(due).date(),
+                       reason="schedule")
+        metrics_then = compute_metrics(probe.aggregates, datetime.fromordinal(due).date())
+        metrics_now = compute_metrics(state.aggregates, TODAY)
+        assert [holds_leaf(t, metrics_then) for t in tiers] != [
+            holds_leaf(t, metrics_now) for t in tiers]
+
+
+def holds_leaf(tier: dict[str, Any], metrics: dict[str, Any]) -> bool:
+    when = tier["when"]
+    return holds(Leaf(when["metric"], when["op"], Decimal(when["value"])), metrics)
