@@ -90,6 +90,7 @@ class Consumer:
         self.partition_count = settings.events_partitions
         self.sweeps: dict[int, repo.Sweep] = {}  # partition -> where its sweep is
         self.swept_for: tuple[int, int] = (0, 0)  # (policy version, day) sweeps are due for
+        self.sweeping = False  # the last idle poll re-graded a chunk
         self.last_poll = self.last_commit = self.last_policy_check = time.monotonic()
         self.last_prune = 0.0
         self.lag: dict[TopicPartition, int] = {}
@@ -218,8 +219,11 @@ class Consumer:
         """One poll, then a checkpoint or a re-grading chunk when it is time."""
         batch_max = self.settings.batch_max_events
         try:
-            data = await consumer.getmany(timeout_ms=self.settings.batch_timeout_ms,
-                                          max_records=batch_max)
+            # Right after a chunk of re-grades (there may be more), take what has arrived
+            # and go on; otherwise wait for events.
+            wait_ms = 0 if self.sweeping else self.settings.batch_timeout_ms
+            self.sweeping = False
+            data = await consumer.getmany(timeout_ms=wait_ms, max_records=batch_max)
         except NoOffsetForPartitionError as exc:
             # The fetcher asked Kafka for a committed offset before our seek landed.
             async with self.lock:
@@ -451,9 +455,10 @@ class Consumer:
     # --- re-grading without events --------------------------------------------------------
 
     async def _idle_work(self) -> None:
-        """Caught up: re-grade a chunk of due customers, prune old dedupe ids."""
+        """Caught up: re-grade a chunk of due customers (its write overlaps reading and
+        grading the next chunk: customers in flight are held in memory until it commits),
+        or settle and prune old dedupe ids."""
         assert self.conn is not None  # noqa: S101
-        await self._settle()
         now = time.monotonic()
         if now - self.last_policy_check >= POLICY_CHECK_S:
             self.last_policy_check = now
@@ -461,7 +466,9 @@ class Consumer:
         await self._sweep_chunk()
         if not self.pending.empty():
             await self._checkpoint()
-        elif now - self.last_prune >= PRUNE_EVERY_S:
+            return
+        await self._settle()
+        if now - self.last_prune >= PRUNE_EVERY_S:
             before = self.clock().date() - timedelta(days=self.settings.dedupe_days)
             pruned = await repo.prune_seen(self.conn, before=before, limit=PRUNE_CHUNK)
             self.metrics.dedupe_pruned.inc(pruned)
@@ -487,6 +494,7 @@ class Consumer:
                 self.sweeps[partition] = after
                 await self._load(ids)
                 self._mark_due(ids, version=active.version, today=today)
+                self.sweeping = True
                 return
             del self.sweeps[partition]
             finished = True

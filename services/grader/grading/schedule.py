@@ -80,9 +80,12 @@ class Cuts:
         """The class of `value` (see above)."""
         if value is None:
             return None
-        at = bisect_left(self.equal, value)
-        hit = at if at < len(self.equal) and self.equal[at] == value else -1
-        return bisect_right(self.right, value), bisect_left(self.left, value), hit
+        hit = -1
+        if self.equal:
+            at = bisect_left(self.equal, value)
+            hit = at if at < len(self.equal) and self.equal[at] == value else -1
+        return (bisect_right(self.right, value) if self.right else 0,
+                bisect_left(self.left, value) if self.left else 0, hit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +95,7 @@ class Timing:
 
     windowed: dict[str, Cuts]
     counted: dict[str, Cuts]
-    windows: tuple[int, ...]  # indexes into WINDOWS
+    windows: tuple[tuple[int, int], ...]  # (index into WINDOWS, its length in days)
     fields: tuple[int, ...]  # bucket fields the windowed metrics read
     # Every windowed signature moves one way while the windows only lose non-negative
     # buckets (no ==, no !=, no average): a binary search finds the day.
@@ -112,7 +115,8 @@ class Timing:
         windows = sorted({i for m in windowed for i in WINDOWS_READ[m][0]})
         fields = sorted({f for m in windowed for f in WINDOWS_READ[m][1]})
         monotone = all(not c.equal and m != "avg_order_value_365d" for m, c in windowed.items())
-        return cls(windowed, counted, tuple(windows), tuple(fields), monotone)
+        return cls(windowed, counted, tuple((i, WINDOWS[i]) for i in windows), tuple(fields),
+                   monotone)
 
 
 def _cuts(leaves: list[Leaf]) -> Cuts:
@@ -237,17 +241,22 @@ def _window_changes(agg: Aggregates, timing: Timing, today: int,
     """Per day after `today`: the buckets entering (a day that was ahead of the clock) or
     leaving each window read, when they hold something the window metrics read."""
     changes: dict[int, list[tuple[int, list[int], int]]] = {}
-    fields = timing.fields
+    fields, windows = timing.fields, timing.windows
+    first = today - max(length for _, length in windows)  # buckets up to it are out of all
     for day, bucket in agg.days.items():
-        if not any(bucket[f] for f in fields):
+        if day <= first or not any([bucket[f] for f in fields]):
             continue
-        for window in timing.windows:
-            leaves_on = day + WINDOWS[window]
+        for window, length in windows:
+            leaves_on = day + length
             if leaves_on <= today:
                 continue  # out of this window already, for good
             if day > today:
                 changes.setdefault(day, []).append((window, bucket, 1))
-            changes.setdefault(leaves_on, []).append((window, bucket, -1))
+            entry = changes.get(leaves_on)
+            if entry is None:
+                changes[leaves_on] = [(window, bucket, -1)]
+            else:
+                entry.append((window, bucket, -1))
     return changes
 
 
