@@ -156,6 +156,8 @@ class GraderSettings(CommonSettings):
     dedupe_days: int = Field(default=30, ge=1, le=3650)
     max_future_seconds: int = Field(default=300, ge=0)
     regrade_chunk: int = Field(default=1000, ge=1)
+    # Worker processes grading everyone for `POST /v1/policy/simulate` (0: one per core).
+    simulate_workers: int = Field(default=0, ge=0, le=64)
     # Any one command of a consume loop (a checkpoint's COPY and commit, loading a
     # partition's customers, a re-grade chunk): longer than the API's queries may take.
     db_consumer_timeout_s: float = Field(default=120.0, gt=0, le=3600)

@@ -191,6 +191,11 @@ LOAD = """
 SELECT customer_id, state, policy_version, graded_on, updated_at, due_on FROM customers
 WHERE customer_id = ANY($1::text[])
 """
+# The same columns, for every customer of some partitions (a what-if over everyone).
+ALL_OF_PARTITIONS = """
+SELECT customer_id, state, policy_version, graded_on, updated_at, due_on FROM customers
+WHERE partition = ANY($1::int[])
+"""
 # Run on a connection with KEYED_LOOKUPS (shared/db/engine.py), or it scans the table.
 SEEN = """
 SELECT encode(uuid_send(event_hash), 'hex'), seen_on, fingerprint FROM processed_events
@@ -398,6 +403,23 @@ async def latest_policy_version(conn: asyncpg.Connection) -> int:
     """Only the newest version number: cheap enough to ask on every checkpoint."""
     version = await conn.fetchval("SELECT max(version) FROM policies")
     return int(version or 0)
+
+
+async def policy_versions(conn: asyncpg.Connection, *, before: int | None, limit: int,
+                          ) -> list[tuple[int, datetime, dict[str, Any]]]:
+    """Stored versions, newest first, older than `before` when given."""
+    rows = await conn.fetch(
+        "SELECT version, created_at, document::text FROM policies "
+        "WHERE $1::int IS NULL OR version < $1 ORDER BY version DESC LIMIT $2", before, limit)
+    return [(r[0], r[1], orjson.loads(r[2])) for r in rows]
+
+
+async def policy_version(conn: asyncpg.Connection, version: int,
+                         ) -> tuple[datetime, dict[str, Any]] | None:
+    """One stored version: when it was stored, and its document."""
+    row = await conn.fetchrow(
+        "SELECT created_at, document::text FROM policies WHERE version = $1", version)
+    return (row[0], orjson.loads(row[1])) if row else None
 
 
 async def insert_policy(conn: asyncpg.Connection, document: dict[str, Any]) -> int:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 import asyncpg
@@ -25,6 +26,7 @@ class Grader:
     serves_api: bool
     pool: asyncpg.Pool | None = None  # asyncpg pools bind to a loop: made when it runs
     loader: CustomerLoader | None = None  # single lookups, over the pool
+    simulations: asyncio.Lock = field(default_factory=asyncio.Lock)  # one what-if at a time
 
 
 async def get_grader(request: Request) -> Grader:

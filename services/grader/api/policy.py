@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
 import orjson
 import yaml
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
 from services.grader import jobs
 from services.grader import repository as repo
 from services.grader.api.deps import ConnDep, GraderDep
+from services.grader.grading.messages import utc_iso
 from services.grader.grading.policy import ActivePolicy, parse_policy
+from services.grader.grading.whatif import Transitions
+from services.grader.simulate import simulate
 from shared.errors import PolicyInvalid
 from shared.http import PolicyProblem, ok, problem, problems, unstorable
 from shared.policy_yaml import load_policy_yaml
@@ -122,6 +128,61 @@ async def get_policy(grader: GraderDep) -> dict[str, Any]:
     return {"version": active.version, "policy": active.document}
 
 
+class Version(BaseModel):
+    """One stored policy version."""
+
+    version: int
+    created_at: str = Field(json_schema_extra={"format": "date-time"})
+    current: bool
+    ladders: list[str]
+
+
+class Versions(BaseModel):
+    """`GET /v1/policy/versions`: newest first."""
+
+    items: list[Version]
+    next_cursor: str | None = Field(description="Pass as `cursor` for older versions")
+
+
+@router.get("/v1/policy/versions", response_model=None,
+            responses={200: ok(Versions, "Stored versions, newest first"),
+                       **problems((422, "`limit` or `cursor` out of range"), 503)})
+async def list_versions(grader: GraderDep, conn: ConnDep,
+                        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                        cursor: Annotated[int | None, Query(ge=1)] = None) -> dict[str, Any]:
+    """The history of the policy: every version stored, newest first."""
+    rows = await repo.policy_versions(conn, before=cursor, limit=limit + 1)
+    current = grader.policies.active.version
+    items = [{"version": v, "created_at": utc_iso(at), "current": v == current,
+              "ladders": [ladder.get("name") for ladder in doc.get("ladders", [])]}
+             for v, at, doc in rows[:limit]]
+    more = len(rows) > limit
+    return {"items": items, "next_cursor": str(items[-1]["version"]) if more else None}
+
+
+class StoredVersion(BaseModel):
+    """`GET /v1/policy/versions/{version}`."""
+
+    version: int
+    created_at: str = Field(json_schema_extra={"format": "date-time"})
+    current: bool
+    policy: dict[str, Any]
+
+
+@router.get("/v1/policy/versions/{version}", response_model=None,
+            responses={200: ok(StoredVersion, "The version's document"),
+                       **problems((404, "No such version"), (422, "The version is not an integer"),
+                                  503)})
+async def get_version(version: int, grader: GraderDep, conn: ConnDep) -> dict[str, Any]:
+    """One stored version, as it was stored."""
+    found = await repo.policy_version(conn, version)
+    if found is None:
+        raise HTTPException(404, f"No policy version {version}")
+    at, document = found
+    return {"version": version, "created_at": utc_iso(at),
+            "current": version == grader.policies.active.version, "policy": document}
+
+
 @router.post("/v1/policy/validate", response_model=None, openapi_extra=POLICY_BODY,
              responses={200: ok(Validated, "Whether the document is valid, and why not"),
                         **problems(NOT_PARSED)})
@@ -132,6 +193,88 @@ async def validate_policy(request: Request, grader: GraderDep) -> dict[str, Any]
     except PolicyInvalid as exc:
         problems = _problems(exc)
     return {"valid": not problems, "problems": problems}
+
+
+class Transition(BaseModel):
+    """Customers who would go from one tier to another (`from` null: never graded on
+    this ladder); a few of them by id when they move."""
+
+    from_tier: str | None = Field(alias="from")
+    to_tier: str = Field(alias="to")
+    count: int
+    examples: list[str]
+
+
+class Postponed(BaseModel):
+    """Downgrades a grace period would hold back: the tier kept, the tier computed."""
+
+    tier: str
+    computed: str
+    count: int
+
+
+class LadderWhatIf(BaseModel):
+    """One ladder of the candidate policy."""
+
+    transitions: list[Transition]
+    postponed_downgrades: list[Postponed]
+
+
+class Simulated(BaseModel):
+    """`POST /v1/policy/simulate`."""
+
+    current_version: int
+    customers: int
+    as_of: str = Field(json_schema_extra={"format": "date"})
+    changed: int = Field(description="Customers whose tier would change on some ladder")
+    ladders: dict[str, LadderWhatIf]
+    seconds: float
+
+
+@router.post("/v1/policy/simulate", response_model=None, openapi_extra=POLICY_BODY,
+             responses={200: ok(Simulated, "Per ladder, from -> to counts over every stored "
+                                           "customer, with examples; nothing is changed"),
+                        **problems(NOT_PARSED, (422, "The document is invalid; `errors` "
+                                                     "lists every problem"), 503)})
+async def simulate_policy(request: Request, grader: GraderDep) -> Any:
+    """What storing this policy now would do to every customer, without storing it."""
+    try:
+        document = await read_document(request)
+        problems_found = checked(document, grader.settings.base_currency)
+    except PolicyInvalid as exc:
+        problems_found = _problems(exc)
+    if problems_found:
+        return problem(422, "Invalid policy", errors=problems_found)
+    assert isinstance(document, dict)  # noqa: S101 - parse_policy accepted it
+    settings = grader.settings
+    current = grader.policies.active.version
+    started, now = time.perf_counter(), datetime.now(UTC)
+    async with grader.simulations:  # one at a time: each uses every core
+        result = await simulate(
+            settings.database_url.get_secret_value(), document, version=current + 1,
+            base_currency=settings.base_currency, partitions=settings.events_partitions,
+            workers=settings.simulate_workers or os.cpu_count() or 1, now=now)
+    return JSONResponse(simulation_view(result, current, now, time.perf_counter() - started))
+
+
+def simulation_view(result: Transitions, current: int, now: datetime, seconds: float,
+                    ) -> dict[str, Any]:
+    """The answer of simulate: moves first, then the customers who stay, by count."""
+    ladders: dict[str, Any] = {}
+    for ladder, counts in result.counts.items():
+        examples = result.examples.get(ladder, {})
+        moves = sorted(counts.items(), key=lambda item: (item[0][0] == item[0][1], -item[1]))
+        ladders[ladder] = {
+            "transitions": [{"from": frm, "to": to, "count": n,
+                             "examples": examples.get((frm, to), [])}
+                            for (frm, to), n in moves],
+            "postponed_downgrades": [
+                {"tier": tier, "computed": computed, "count": n}
+                for (tier, computed), n in sorted(result.postponed.get(ladder, {}).items())],
+        }
+    return {"current_version": current, "customers": result.customers,
+            "as_of": now.date().isoformat(), "changed": result.changed,
+            "ladders": ladders, "seconds": round(seconds, 3)}
 
 
 @router.put("/v1/policy", status_code=202, response_model=None, openapi_extra=POLICY_BODY,

@@ -63,20 +63,22 @@ def is_due(state: CustomerState, *, version: int, today: date) -> bool:
 
 def grade_customer(
     state: CustomerState, active: ActivePolicy, *, now: datetime, today: date,
-    reason: Reason, cause_event_id: str | None = None,
+    reason: Reason, cause_event_id: str | None = None, schedule: bool = True,
 ) -> list[TierChange]:
     """Grade a customer on every ladder as of `today`, updating the state in place; the
-    changes it records."""
+    changes it records. `schedule=False` leaves `due_on` alone (a what-if that is never
+    stored need not know when to grade again)."""
     advance(state.aggregates, today.toordinal())
     # Only what the conditions read: lookups compute the full set when asked.
     metrics = compute_metrics(state.aggregates, today, active.all_reads)
     state.ladders, changes = grade(active.policy, metrics, state.ladders, now=now)
     state.policy_version = active.version
     state.graded_on = day = today.toordinal()
-    pending = {name: s.pending_since for name, s in state.ladders.items()
-               if s.pending_since is not None}
-    state.due_on = next_due(state.aggregates, active.timing, day,
-                            grace_end_days(pending, active.grace_days))
+    if schedule:
+        pending = {name: s.pending_since for name, s in state.ladders.items()
+                   if s.pending_since is not None}
+        state.due_on = next_due(state.aggregates, active.timing, day,
+                                grace_end_days(pending, active.grace_days))
     return [
         TierChange(
             str(uuid.uuid4()), state.customer_id, change, reason, active.version, now,

@@ -1,0 +1,120 @@
+"""A what-if before a policy change: `POST /v1/policy/simulate` changes nothing, and its
+counts are what `PUT /v1/policy` then does, transition for transition (in a database of
+the test's own, so "every customer" means these)."""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from services.grader.app import create_app
+from services.grader.grading.policy import default_policy_document
+from shared.db.tables import customers, policies, tier_changes
+from shared.kafka import ensure_topics
+from tests.integration.grader_support import grader_settings, produce, purchase, running
+from tests.support import eventually, migrated_database, unique
+
+pytestmark = pytest.mark.integration
+
+SPENDS = ("60000.00", "45000.00", "12000.00", "10500.00", "9000.00", "2500.00", "20.00")
+
+
+def candidate() -> dict[str, Any]:
+    """vip from 30,000 and one order, important from (and staying at) 11,000, a new
+    ladder."""
+    doc = copy.deepcopy(default_policy_document())
+    tier = doc["ladders"][0]["tiers"]
+    tier[0]["when"]["all"][0]["value"] = 30000
+    tier[0]["when"]["all"][1]["value"] = 1
+    tier[1]["when"]["any"][0]["value"] = 11000
+    tier[1]["stay_when"]["value"] = 11000
+    doc["ladders"].append({"name": "big_basket", "label": "大单", "tiers": [
+        {"name": "yes", "when": {"metric": "avg_order_value_365d", "op": ">=", "value": 5000}},
+        {"name": "no"}]})
+    return doc
+
+
+async def test_simulate_counts_what_apply_then_does(pg_url: str, broker: str) -> None:
+    async with migrated_database(pg_url, "whatif") as url:
+        engine = create_async_engine(url)
+        settings = grader_settings(url, broker, simulate_workers=2)
+        await ensure_topics(settings)
+        ids = [unique(f"w{i}") for i in range(len(SPENDS) * 3)]
+        now = datetime.now(UTC)
+        await produce(broker, settings.topic_events, [
+            purchase(cid, SPENDS[i % len(SPENDS)], when=now - timedelta(days=i))
+            for i, cid in enumerate(ids)])
+        async with running(create_app(settings)) as client:
+
+            async def all_graded() -> None:
+                async with engine.connect() as conn:
+                    assert await conn.scalar(select(func.count()).select_from(customers)) \
+                        == len(ids)
+
+            await eventually(all_graded, timeout=30)
+            bad = await client.post("/v1/policy/simulate", json={"ladders": []})
+            assert bad.status_code == 422 and bad.json()["errors"][0]["path"] == "ladders"
+
+            r = await client.post("/v1/policy/simulate", json=candidate())
+            assert r.status_code == 200, r.text
+            what_if = r.json()
+            async with engine.connect() as conn:  # nothing changed
+                assert await conn.scalar(select(func.count()).select_from(policies)) == 1
+                assert await conn.scalar(select(func.count()).select_from(tier_changes).where(
+                    tier_changes.c.payload["reason"].astext == "policy")) == 0
+
+            stored = await client.put("/v1/policy", json=candidate())
+            assert stored.status_code == 202, stored.text
+            job_id = stored.json()["job_id"]
+
+            async def job_done() -> None:
+                job = (await client.get(f"/v1/jobs/{job_id}")).json()
+                assert job["status"] == "done", job
+
+            await eventually(job_done, timeout=30)
+            versions = (await client.get("/v1/policy/versions")).json()
+            assert [(v["version"], v["current"]) for v in versions["items"]] == [(2, True),
+                                                                                (1, False)]
+            assert versions["items"][0]["ladders"] == ["tier", "value", "lifecycle", "nps",
+                                                       "big_basket"]
+            assert versions["next_cursor"] is None
+            page = (await client.get("/v1/policy/versions?limit=1")).json()
+            assert [v["version"] for v in page["items"]] == [2] and page["next_cursor"] == "2"
+            older = (await client.get("/v1/policy/versions?limit=1&cursor=2")).json()
+            assert [v["version"] for v in older["items"]] == [1]
+            first = (await client.get("/v1/policy/versions/1")).json()
+            assert first["policy"]["ladders"][0]["name"] == "tier" and not first["current"]
+            assert (await client.get("/v1/policy/versions/99")).status_code == 404
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select(tier_changes.c.payload).where(
+                tier_changes.c.payload["reason"].astext == "policy"))).scalars().all()
+        await engine.dispose()
+
+    assert what_if["customers"] == len(ids)
+    applied = Counter((p["ladder"], p["from_tier"], p["to_tier"]) for p in rows
+                      if p["type"] == "tier.changed")
+    postponed = Counter((p["ladder"], p["from_tier"], p["to_tier"]) for p in rows
+                        if p["type"] == "tier.downgrade_scheduled")
+    simulated = Counter({(ladder, t["from"], t["to"]): t["count"]
+                         for ladder, body in what_if["ladders"].items()
+                         for t in body["transitions"] if t["from"] != t["to"]})
+    simulated_waits = Counter({(ladder, w["tier"], w["computed"]): w["count"]
+                               for ladder, body in what_if["ladders"].items()
+                               for w in body["postponed_downgrades"]})
+    assert simulated == applied
+    assert simulated_waits == postponed
+    # The example: upgrades to vip, a grace period for those who fall below important,
+    # and everyone starts on the new ladder.
+    assert simulated[("tier", "important", "vip")] > 0
+    assert simulated_waits[("tier", "important", "regular")] > 0
+    assert sum(n for (ladder, frm, _), n in simulated.items() if ladder == "big_basket"
+               and frm is None) == len(ids)
+    assert what_if["changed"] == len(ids)
+    for t in what_if["ladders"]["tier"]["transitions"]:
+        assert len(t["examples"]) == (min(t["count"], 5) if t["from"] != t["to"] else 0)
