@@ -38,7 +38,7 @@ from shared.db.migrate import upgrade
 from shared.events import parse_event_obj
 from shared.kafka import ensure_topics
 from tests.bench.bench_grader import PARTITIONS, run_settings, servers
-from tests.bench.processes import GraderProcesses
+from tests.bench.processes import GraderProcesses, cpu_report, cpu_seconds
 
 NOW = datetime.now(UTC)
 TODAY = NOW.date()
@@ -131,7 +131,7 @@ async def run_apply(db_url: str, bootstrap: str, consumers: int, tag: str,
             async with conn.transaction():
                 version = await repo.insert_policy(conn, candidate())
                 job_id = await jobs.create_regrade_job(conn, version=version)
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), cpu_seconds(graders)
             deadline = time.monotonic() + 1800
             first_progress = None
             last_print = 0.0
@@ -149,6 +149,8 @@ async def run_apply(db_url: str, bootstrap: str, consumers: int, tag: str,
                     raise TimeoutError(f"apply: {job}")
                 await asyncio.sleep(0.2)  # polling a deadline-bounded wait
             seconds = time.perf_counter() - started
+            used = cpu_report(cpu, cpu_seconds(graders), job["total"]).replace("event",
+                                                                              "customer")
             rows = await conn.fetch(
                 "SELECT payload::text FROM tier_changes WHERE payload->>'reason' = 'policy' "
                 "AND payload->>'type' = 'tier.changed'")
@@ -162,7 +164,7 @@ async def run_apply(db_url: str, bootstrap: str, consumers: int, tag: str,
         t0, d0 = first_progress
         rate = f", {(total - d0) / max(time.perf_counter() - t0, 1e-9):,.0f}/s once under way"
     print(f"apply: {job['status']}, {total:,} customers in {seconds:.1f}s from the new "
-          f"version ({total / seconds:,.0f}/s{rate}; {consumers} consumer processes)",
+          f"version ({total / seconds:,.0f}/s{rate}; {consumers} consumer processes); {used}",
           flush=True)
     moves: Counter[tuple[str, Any, Any]] = Counter()
     for (text,) in rows:
