@@ -81,8 +81,11 @@ def grade_pending(
         if cause is None:
             reason = "policy" if state.policy_version != active.version else "schedule"
             regraded[reason] = regraded.get(reason, 0) + 1
+        # The exact day is worked out by re-grades without an event; one caused by events
+        # (a checkpoint under load grades thousands) says "tomorrow" (see grade_customer).
         changes += grade_customer(state, active, now=now, today=today, reason=reason,
-                                  cause_event_id=cause[1] if cause else None)
+                                  cause_event_id=cause[1] if cause else None,
+                                  schedule="next_day" if cause else "exact")
         states.append((partition_of(customer_id), state))
     moved = {tc.customer_id for tc in changes
              if tc.reason == "policy" and tc.change.kind == "tier.changed"}

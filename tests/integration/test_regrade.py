@@ -54,10 +54,22 @@ async def test_days_passing_make_a_quiet_customer_churned(
             assert await stored(neighbour) is not None
 
         await eventually(graded, timeout=20)
-        # new while days_since_last_activity < 180: due the day it reaches 180.
-        assert (await stored(customer))[1] == (now - timedelta(days=178)).date() + timedelta(180)
+        # Graded because of events: due the next day, whose re-grade works out the day.
+        tomorrow = now + timedelta(days=1)
+        assert (await stored(customer))[1] == (await stored(neighbour))[1] == tomorrow.date()
+        clock[0] = tomorrow
+
+        async def scheduled() -> None:
+            # new while days_since_last_activity < 180: due the day it reaches 180.
+            assert await stored(customer) is not None
+            assert (await stored(customer))[:2] == (
+                tomorrow.date(), (now - timedelta(days=178)).date() + timedelta(180))
+            assert (await stored(neighbour))[:2] == (
+                tomorrow.date(), (now - timedelta(days=1)).date() + timedelta(180))
+
+        await eventually(scheduled, timeout=20)
+        assert len(await lifecycle()) == 1  # that re-grade changed nothing
         neighbour_before = await stored(neighbour)
-        assert neighbour_before[1] == (now - timedelta(days=1)).date() + timedelta(180)
         clock[0] = now + timedelta(days=3)  # no new event: only the days pass
 
         async def churned() -> list[Any]:

@@ -61,24 +61,34 @@ def is_due(state: CustomerState, *, version: int, today: date) -> bool:
         state.due_on is not None and state.due_on <= today.toordinal())
 
 
+Schedule = Literal["exact", "next_day", "none"]
+
+
 def grade_customer(
     state: CustomerState, active: ActivePolicy, *, now: datetime, today: date,
-    reason: Reason, cause_event_id: str | None = None, schedule: bool = True,
+    reason: Reason, cause_event_id: str | None = None, schedule: Schedule = "exact",
 ) -> list[TierChange]:
     """Grade a customer on every ladder as of `today`, updating the state in place; the
-    changes it records. `schedule=False` leaves `due_on` alone (a what-if that is never
-    stored need not know when to grade again)."""
+    changes it records. `schedule` sets `due_on`: `exact`, the first day time alone may
+    change an answer (`schedule.next_due`, tens of µs); `next_day`, tomorrow, when anything
+    can change with time at all (the owner's checkpoints, under a stream of events: that
+    re-grade works out the exact day, once a day per active customer instead of at every
+    checkpoint); `none` leaves it (a what-if that is never stored)."""
     advance(state.aggregates, today.toordinal())
     # Only what the conditions read: lookups compute the full set when asked.
     metrics = compute_metrics(state.aggregates, today, active.all_reads)
     state.ladders, changes = grade(active.policy, metrics, state.ladders, now=now)
     state.policy_version = active.version
     state.graded_on = day = today.toordinal()
-    if schedule:
+    if schedule != "none":
         pending = {name: s.pending_since for name, s in state.ladders.items()
                    if s.pending_since is not None}
-        state.due_on = next_due(state.aggregates, active.timing, day,
-                                grace_end_days(pending, active.grace_days))
+        if schedule == "exact":
+            state.due_on = next_due(state.aggregates, active.timing, day,
+                                    grace_end_days(pending, active.grace_days))
+        else:
+            timed = active.timing.windowed or active.timing.counted or pending
+            state.due_on = day + 1 if timed else None
     return [
         TierChange(
             str(uuid.uuid4()), state.customer_id, change, reason, active.version, now,

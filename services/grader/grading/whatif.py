@@ -28,7 +28,7 @@ class Transitions:
         """Grade `state` (decoded for this, so changed in place) under `active`."""
         before = {name: s.tier for name, s in state.ladders.items()}
         grade_customer(state, active, now=now, today=now.date(), reason="policy",
-                       schedule=False)
+                       schedule="none")
         self.customers += 1
         moved = False
         for ladder in active.policy.ladders:
