@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 from fastapi import FastAPI
 
-from services.grader.api import customers, explain, policy, stats
+from services.grader.api import customers, explain, history, policy, stats
 from services.grader.api.deps import Grader
 from services.grader.api.loader import CustomerLoader
 from services.grader.consumer import Clock, Consumer, utc_now
@@ -159,10 +159,12 @@ def create_app(settings: GraderSettings, *, clock: Clock = utc_now) -> FastAPI:
         # The key and the body's size are checked before routing (policy and jobs: admin);
         # FastLookups, outermost, answers the keys that may read tiers before either.
         app.add_middleware(KeyGate, keys=keys, max_body=MAX_BODY_BYTES, scopes={
-            "/v1/customers": customers.READ_SCOPE, "/v1/stats": customers.READ_SCOPE})
+            "/v1/customers": customers.READ_SCOPE, "/v1/stats": customers.READ_SCOPE,
+            "/v1/ladders": customers.READ_SCOPE})
         app.add_middleware(customers.FastLookups, grader=grader, keys=keys)
         app.include_router(customers.router)
         app.include_router(explain.router)
+        app.include_router(history.router)
         app.include_router(stats.router)
         app.include_router(policy.router)
     document_api(app)

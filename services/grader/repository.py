@@ -384,6 +384,48 @@ FROM customers, unnest(tiers) AS t GROUP BY 1, 2
 """
 
 
+# Newest first by the outbox's id (commit order per customer), from before a cursor.
+HISTORY = """
+SELECT id, payload::text FROM tier_changes
+WHERE customer_id = $1 AND ($2::bigint IS NULL OR id < $2)
+  AND ($3::text IS NULL OR ladder = $3)
+ORDER BY id DESC LIMIT $4
+"""
+# Keyset pages in id order over the primary key, filtered on the tiers column: no index
+# to keep up on every write; a page reads about limit / (the tier's share) rows.
+MEMBERS = """
+SELECT customer_id FROM customers
+WHERE customer_id > $2 AND tiers @> ARRAY[$1::text]
+ORDER BY customer_id LIMIT $3
+"""
+TRANSITIONS = """
+SELECT ladder, payload->>'from_tier', payload->>'to_tier', payload->>'reason', count(*)
+FROM tier_changes
+WHERE kind = 'tier.changed' AND created_at >= $1 AND created_at < $2
+GROUP BY 1, 2, 3, 4
+"""
+
+
+async def history(conn: asyncpg.Connection, customer_id: str, *, before: int | None,
+                  ladder: str | None, limit: int) -> list[tuple[int, dict[str, Any]]]:
+    """A customer's recorded changes (messages as sent), newest first."""
+    rows = await conn.fetch(HISTORY, customer_id, before, ladder, limit)
+    return [(r[0], orjson.loads(r[1])) for r in rows]
+
+
+async def members(conn: asyncpg.Connection, ladder: str, tier: str, *, after: str,
+                  limit: int) -> list[str]:
+    """Customers on `tier` of `ladder` now, in id order after `after`."""
+    rows = await conn.fetch(MEMBERS, f"{ladder}:{tier}", after, limit)
+    return [r[0] for r in rows]
+
+
+async def transitions(conn: asyncpg.Connection, since: datetime, until: datetime,
+                      ) -> list[tuple[str, str | None, str, str, int]]:
+    """Applied tier changes recorded in [since, until): (ladder, from, to, reason, count)."""
+    return [(r[0], r[1], r[2], r[3], r[4]) for r in await conn.fetch(TRANSITIONS, since, until)]
+
+
 async def tier_counts(conn: asyncpg.Connection) -> tuple[int, dict[tuple[str, str], int]]:
     """How many customers there are, and per (ladder, tier)."""
     counts = {(r[0], r[1]): r[2] for r in await conn.fetch(DISTRIBUTION)}

@@ -102,6 +102,8 @@ tier_changes = Table(
     Column("sent_at", DateTime(timezone=True)),
 )
 Index("tier_changes_customer", tier_changes.c.customer_id, tier_changes.c.id)
+# Transitions of a period: rows arrive in time order, so a BRIN index is enough.
+Index("tier_changes_created_at", tier_changes.c.created_at, postgresql_using="brin")
 Index(
     "tier_changes_unsent",
     tier_changes.c.id,
