@@ -20,9 +20,10 @@ from shared.errors import ConfigError, TierflowError
 from shared.settings import settings_problems
 
 SUBCOMMANDS = ("up", "demo", "ingest", "grader", "notifier", "migrate", "send", "policy",
-               "subscriptions")
+               "customer", "subscriptions")
 SERVICES = ("ingest", "grader", "notifier")
 POLICY_ACTIONS = ("show", "validate", "simulate", "apply")
+CUSTOMER_ACTIONS = ("show", "explain", "history")
 DIRECTIONS = ("up", "down", "initial")
 MESSAGE_TYPES = ("tier.changed", "tier.downgrade_scheduled")
 MAX_BATCH = 1000
@@ -78,10 +79,24 @@ def _client_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser
     for action in POLICY_ACTIONS[1:]:
         sub = actions.add_parser(action, parents=[common], help=f"{action} a policy document")
         sub.add_argument("file", metavar="FILE", help="policy as YAML or JSON, or - for stdin")
-        sub.add_argument("--output", choices=("yaml", "json"), default="yaml")
+        if action == "simulate":
+            sub.add_argument("--output", choices=("table", "yaml", "json"), default="table",
+                             help="the transition table, or the whole answer")
+        else:
+            sub.add_argument("--output", choices=("yaml", "json"), default="yaml")
         if action == "apply":
             sub.add_argument("--timeout", type=float, default=600.0,
                              help="seconds to follow the re-grading job")
+    customer = commands.add_parser("customer", help="one customer: tiers, why, history")
+    customer_actions = customer.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, text in zip(CUSTOMER_ACTIONS, (
+            "tiers and metrics", "every ladder's conditions, why, and the next change",
+            "tier changes, newest first"), strict=True):
+        sub = customer_actions.add_parser(action, parents=[common], help=text)
+        sub.add_argument("customer_id", metavar="ID")
+        sub.add_argument("--output", choices=("text", "yaml", "json"), default="text")
+        if action == "history":
+            sub.add_argument("--limit", type=_positive, default=20)
     _subscription_parsers(commands, common)
 
 
@@ -194,6 +209,17 @@ def _run_policy(args: argparse.Namespace) -> int:
     ))
 
 
+def _run_customer(args: argparse.Namespace) -> int:
+    from services.cli import customer
+
+    settings = ClientSettings()
+    return customer.run(customer.CustomerOptions(
+        action=args.action, url=(args.url or settings.grader_url).rstrip("/"),
+        key=resolve_key(args.key, settings, args.data_dir), customer_id=args.customer_id,
+        output=args.output, limit=getattr(args, "limit", 20),
+    ))
+
+
 def _run_subscriptions(args: argparse.Namespace) -> int:
     from services.cli import subscriptions
 
@@ -208,7 +234,7 @@ def _run_subscriptions(args: argparse.Namespace) -> int:
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "up": _run_up, "demo": _run_demo, "ingest": _run_service, "grader": _run_service,
     "notifier": _run_service, "migrate": _run_migrate, "send": _run_send, "policy": _run_policy,
-    "subscriptions": _run_subscriptions,
+    "customer": _run_customer, "subscriptions": _run_subscriptions,
 }
 
 

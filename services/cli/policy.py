@@ -106,9 +106,6 @@ async def simulate(client: httpx.AsyncClient, opts: PolicyOptions) -> int:
     """Print what applying the document would change; nothing changes."""
     doc = load_document(opts.file or "-")
     response = await call(client, "grader", "POST", f"{opts.url}/v1/policy/simulate", body=doc)
-    if response.status_code in (404, 405):
-        raise CliError("policy simulation is not supported by this server yet "
-                       f"(POST /v1/policy/simulate answered {response.status_code})")
     if response.status_code in (400, 422):
         say("the document is invalid:")
         for line in problem_lines(body_of(response)):
@@ -116,8 +113,31 @@ async def simulate(client: httpx.AsyncClient, opts: PolicyOptions) -> int:
         return 1
     if response.status_code != 200:
         raise failure("grader", response)
-    say(render(body_of(response), opts.output))
+    answer = body_of(response)
+    say(transition_table(answer) if opts.output == "table" else render(answer, opts.output))
     return 0
+
+
+def transition_table(answer: dict[str, Any]) -> str:
+    """What a simulation found, a table per ladder: moves first, with a few examples."""
+    lines = [f"against policy version {answer['current_version']}: "
+             f"{answer['customers']:,} customers as of {answer['as_of']}, "
+             f"{answer['changed']:,} would change on some ladder ({answer['seconds']:.1f}s)"]
+    for ladder, body in answer["ladders"].items():
+        lines.append("")
+        lines.append(ladder)
+        rows = [(t["from"] or "(new)", t["to"], t["count"], t["examples"])
+                for t in body["transitions"]]
+        width = max((len(r[0]) for r in rows), default=0)
+        to_width = max((len(r[1]) for r in rows), default=0)
+        for frm, to, count, examples in rows:
+            marker = "  " if frm == to else "->"
+            note = f"  e.g. {', '.join(examples)}" if examples else ""
+            lines.append(f"  {frm:<{width}} {marker} {to:<{to_width}} {count:>12,}{note}")
+        for wait in body["postponed_downgrades"]:
+            lines.append(f"  {wait['count']:,} would keep {wait['tier']} for its grace "
+                         f"period, then go to {wait['computed']}")
+    return "\n".join(lines)
 
 
 async def apply(client: httpx.AsyncClient, opts: PolicyOptions) -> int:

@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.cli import customer as cli
+from services.cli.config import CliError
 from services.grader import repository as repo
-from services.grader.grading.customer import CustomerState, fold, grade_customer
+from services.grader.grading.customer import CustomerState, TierChange, fold, grade_customer
 from services.grader.grading.policy import ActivePolicy, default_policy_document
 from shared.db.engine import connect
 from tests.integration.test_customer_lookups import (
@@ -24,26 +26,27 @@ from tests.unit.factories import purchase
 pytestmark = pytest.mark.integration
 
 
-async def store(url: str, state: CustomerState) -> None:
+async def store(url: str, state: CustomerState, changes: list[TierChange]) -> None:
     conn = await connect(url)
     try:
         await repo.prepare(conn)
         await repo.write_checkpoint(conn, repo.Checkpoint.build(
             topic=unique("explain"), advances=[], event_keys=[], renewed=[],
-            customers=[(0, state)], changes=[], now=datetime.now(UTC)))
+            customers=[(0, state)], changes=changes, now=datetime.now(UTC)))
     finally:
         await conn.close()
 
 
-async def test_explain_tells_the_gap_and_the_day_of_the_next_change(migrated_pg: str) -> None:
+async def test_explain_tells_the_gap_and_the_day_of_the_next_change(
+        migrated_pg: str, capsys: pytest.CaptureFixture[str]) -> None:
     now = datetime.now(UTC)
     customer = unique("explained")
     bought = (now - timedelta(days=100)).replace(hour=12, minute=0)
     state = fold(CustomerState(customer), [
         purchase("4000.00", (bought + timedelta(minutes=i)).isoformat()) for i in range(12)])
     active = ActivePolicy.from_document(1, default_policy_document())
-    grade_customer(state, active, now=now, today=now.date(), reason="event")
-    await store(migrated_pg, state)
+    changes = grade_customer(state, active, now=now, today=now.date(), reason="event")
+    await store(migrated_pg, state, changes)
 
     async with serving(api_app(migrated_pg)) as client:
         r = await client.get(f"/v1/customers/{customer}/explain", headers=bearer(READER_KEY))
@@ -54,6 +57,16 @@ async def test_explain_tells_the_gap_and_the_day_of_the_next_change(migrated_pg:
         assert (await client.get(f"/v1/customers/{customer}/explain",
                                  headers=bearer(WRITER_KEY))).status_code == 403
         assert (await client.get(f"/v1/customers/{customer}/explain")).status_code == 401
+        # The CLI reads the same: `tierflow customer explain|show|history ID`.
+        client.headers.update(bearer(READER_KEY))
+        capsys.readouterr()
+        for action in ("explain", "show", "history"):
+            assert await cli.ACTIONS[action](client, cli.CustomerOptions(
+                action, "http://grader", READER_KEY, customer)) == 0
+        printed = capsys.readouterr().out
+        with pytest.raises(CliError, match="no customer"):
+            await cli.explain(client, cli.CustomerOptions(
+                "explain", "http://grader", READER_KEY, unique("nobody")))
 
     assert body["customer_id"] == customer and body["policy_version"] >= 1
     tier = body["ladders"]["tier"]
@@ -74,3 +87,8 @@ async def test_explain_tells_the_gap_and_the_day_of_the_next_change(migrated_pg:
                                      "to_tier": "churned"}
     assert body["next_regrade_on"] <= churn_day.isoformat()
     assert body["metrics"]["spend_365d"] == "48000.00"
+    assert "tier: important (重要客户) — its conditions hold" in printed
+    assert "✗ spend_365d is 48,000.00, needs >= 50,000.00: 2,000.00 more" in printed
+    assert f"next: growing -> churned on {churn_day.isoformat()}" in printed
+    assert "    spend_365d                     48000.00" in printed  # show
+    assert "#1   (first) -> important  (event)" in printed

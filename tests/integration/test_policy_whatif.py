@@ -5,19 +5,29 @@ the test's own, so "every customer" means these)."""
 from __future__ import annotations
 
 import copy
+import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from services.cli import policy as cli
 from services.grader.app import create_app
 from services.grader.grading.policy import default_policy_document
 from shared.db.tables import customers, policies, tier_changes
 from shared.kafka import ensure_topics
-from tests.integration.grader_support import grader_settings, produce, purchase, running
+from tests.integration.grader_support import (
+    ADMIN_KEY,
+    grader_settings,
+    produce,
+    purchase,
+    running,
+)
 from tests.support import eventually, migrated_database, unique
 
 pytestmark = pytest.mark.integration
@@ -40,7 +50,8 @@ def candidate() -> dict[str, Any]:
     return doc
 
 
-async def test_simulate_counts_what_apply_then_does(pg_url: str, broker: str) -> None:
+async def test_simulate_counts_what_apply_then_does(
+        pg_url: str, broker: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     async with migrated_database(pg_url, "whatif") as url:
         engine = create_async_engine(url)
         settings = grader_settings(url, broker, simulate_workers=2)
@@ -68,6 +79,19 @@ async def test_simulate_counts_what_apply_then_does(pg_url: str, broker: str) ->
                 assert await conn.scalar(select(func.count()).select_from(policies)) == 1
                 assert await conn.scalar(select(func.count()).select_from(tier_changes).where(
                     tier_changes.c.payload["reason"].astext == "policy")) == 0
+
+            # The CLI prints the same as a table (the document as YAML, labels in Chinese).
+            document = tmp_path / "candidate.yaml"
+            document.write_text(yaml.safe_dump(candidate(), allow_unicode=True), "utf-8")
+            capsys.readouterr()
+            assert await cli.simulate(client, cli.PolicyOptions(
+                "simulate", "http://grader", ADMIN_KEY, str(document), "table")) == 0
+            table = capsys.readouterr().out
+            vip = next(t for t in what_if["ladders"]["tier"]["transitions"]
+                       if (t["from"], t["to"]) == ("important", "vip"))
+            assert re.search(rf"important -> vip\s+{vip['count']:,}  e\.g\. ", table), table
+            assert "would keep important for its grace period, then go to regular" in table
+            assert f"{len(ids):,} customers" in table and "big_basket" in table
 
             stored = await client.put("/v1/policy", json=candidate())
             assert stored.status_code == 202, stored.text

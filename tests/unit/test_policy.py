@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import copy
+import json
+import re
 import time
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -335,3 +338,11 @@ def test_yaml_default_policy_loads_as_from_json() -> None:
     assert load_policy_yaml(text) == document
     assert load_policy_yaml(text.encode()) == document
     parse_policy(load_policy_yaml(text), base_currency="CNY")
+
+
+def test_the_recipes_of_the_guide_are_valid_ladders() -> None:
+    guide = (Path(__file__).parents[2] / "docs" / "policy.md").read_text(encoding="utf-8")
+    recipes = guide[guide.index("## Recipes"):guide.index("## Explaining a customer")]
+    ladders = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", recipes, re.S)]
+    assert [ladder.name for ladder in parse_policy({"ladders": ladders}).ladders] == [
+        "rfm", "care"]
