@@ -96,7 +96,8 @@ def _client_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser
         sub.add_argument("customer_id", metavar="ID")
         sub.add_argument("--output", choices=("text", "yaml", "json"), default="text")
         if action == "history":
-            sub.add_argument("--limit", type=_positive, default=20)
+            sub.add_argument("--limit", type=_positive, default=20, help="at most 1000")
+            sub.add_argument("--cursor", help="where the previous page said older ones start")
     _subscription_parsers(commands, common)
 
 
@@ -217,6 +218,7 @@ def _run_customer(args: argparse.Namespace) -> int:
         action=args.action, url=(args.url or settings.grader_url).rstrip("/"),
         key=resolve_key(args.key, settings, args.data_dir), customer_id=args.customer_id,
         output=args.output, limit=getattr(args, "limit", 20),
+        cursor=getattr(args, "cursor", None),
     ))
 
 

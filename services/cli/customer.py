@@ -26,6 +26,7 @@ class CustomerOptions:
     customer_id: str
     output: str = "text"
     limit: int = 20
+    cursor: str | None = None
 
 
 async def fetch(client: httpx.AsyncClient, opts: CustomerOptions, suffix: str = "",
@@ -118,7 +119,8 @@ def condition_lines(node: dict[str, Any], indent: int) -> list[str]:
 
 async def history(client: httpx.AsyncClient, opts: CustomerOptions) -> int:
     """The latest tier changes, newest first."""
-    doc = await fetch(client, opts, "/history", f"?limit={opts.limit}")
+    cursor = f"&cursor={quote(opts.cursor, safe='')}" if opts.cursor else ""
+    doc = await fetch(client, opts, "/history", f"?limit={opts.limit}{cursor}")
     if opts.output != "text":
         say(render(doc, opts.output))
         return 0
@@ -130,7 +132,7 @@ async def history(client: httpx.AsyncClient, opts: CustomerOptions) -> int:
                 else f"downgrade to {m['to_tier']} scheduled for {m.get('effective_at')}")
         say(f"{m['changed_at']}  {m['ladder']:<12} #{m['sequence']:<3} {what}  ({m['reason']})")
     if doc["next_cursor"]:
-        say(f"(older ones: --limit more than {opts.limit})")
+        say(f"(older ones: --cursor {doc['next_cursor']})")
     return 0
 
 

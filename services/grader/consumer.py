@@ -201,9 +201,11 @@ class Consumer:
             await self._broker_lost(consumer, elsewhere)
 
     def _discard_memory(self) -> None:
-        """Forget everything not committed; the caller re-seeks to the stored positions."""
+        """Forget everything not committed; the caller re-seeks to the stored positions.
+        Sweeps start again too: the chunks thrown away are still due in the database."""
         self.owned.clear()
         self.pending = Pending()
+        self.swept_for = (0, 0)
 
     async def _recover(self) -> None:
         """After a failed commit: memory is the database again, reads restart from it."""
@@ -482,9 +484,9 @@ class Consumer:
         active, today = self.policies.active, self.clock().date()
         due_for = (active.version, today.toordinal())
         if due_for != self.swept_for:  # a new policy, a new day or new partitions
-            self.swept_for = due_for
             older = await jobs.regrade_running(self.conn)
             self.sweeps = {tp.partition: repo.Sweep(older) for tp in self.positions.held()}
+            self.swept_for = due_for
         finished = False
         while self.sweeps:
             partition, sweep = next(iter(self.sweeps.items()))

@@ -391,13 +391,19 @@ WHERE customer_id = $1 AND ($2::bigint IS NULL OR id < $2)
   AND ($3::text IS NULL OR ladder = $3)
 ORDER BY id DESC LIMIT $4
 """
-# Keyset pages in id order over the primary key, filtered on the tiers column: no index
-# to keep up on every write; a page reads about limit / (the tier's share) rows.
+# Keyset pages in id order over the primary key, filtered on the tiers column (no index
+# to keep up on every write): a page looks at most at $4 customers after the cursor, and
+# says which it looked at last, so a rare tier costs many short pages, never a long scan.
 MEMBERS = """
-SELECT customer_id FROM customers
-WHERE customer_id > $2 AND tiers @> ARRAY[$1::text]
-ORDER BY customer_id LIMIT $3
+WITH scanned AS (
+  SELECT customer_id, tiers FROM customers WHERE customer_id > $2
+  ORDER BY customer_id LIMIT $4)
+SELECT (SELECT coalesce(array_agg(customer_id ORDER BY customer_id), '{}') FROM (
+          SELECT customer_id FROM scanned WHERE tiers @> ARRAY[$1::text]
+          ORDER BY customer_id LIMIT $3) found),
+       (SELECT max(customer_id) FROM scanned), (SELECT count(*) FROM scanned)
 """
+MEMBERS_SCAN = 10_000
 TRANSITIONS = """
 SELECT ladder, payload->>'from_tier', payload->>'to_tier', payload->>'reason', count(*)
 FROM tier_changes
@@ -414,10 +420,15 @@ async def history(conn: asyncpg.Connection, customer_id: str, *, before: int | N
 
 
 async def members(conn: asyncpg.Connection, ladder: str, tier: str, *, after: str,
-                  limit: int) -> list[str]:
-    """Customers on `tier` of `ladder` now, in id order after `after`."""
-    rows = await conn.fetch(MEMBERS, f"{ladder}:{tier}", after, limit)
-    return [r[0] for r in rows]
+                  limit: int) -> tuple[list[str], str | None]:
+    """Up to `limit` customers on `tier` of `ladder` now, in id order after `after`, and
+    where the next page starts (None: nobody after them)."""
+    found, last, scanned = await conn.fetchrow(
+        MEMBERS, f"{ladder}:{tier}", after, limit + 1, MEMBERS_SCAN)
+    ids = list(found)
+    if len(ids) > limit:
+        return ids[:limit], ids[limit - 1]
+    return ids, last if scanned == MEMBERS_SCAN else None
 
 
 async def transitions(conn: asyncpg.Connection, since: datetime, until: datetime,

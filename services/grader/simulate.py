@@ -1,9 +1,10 @@
 """`POST /v1/policy/simulate`: every stored customer graded under a candidate policy,
 changing nothing.
 
-The work runs in worker processes, one per core by default (`TIERFLOW_SIMULATE_WORKERS`),
-each reading the customers of its share of the partitions with a server-side cursor: the
-API process's event loop only waits for their counts, so lookups go on meanwhile.
+The work runs in worker processes, one per usable core by default
+(`TIERFLOW_SIMULATE_WORKERS`), each reading the customers of its share of the partitions
+with a server-side cursor: the API process's event loop only waits for their counts, so
+lookups go on meanwhile.
 """
 
 from __future__ import annotations
@@ -27,16 +28,24 @@ async def simulate(database_url: str, document: dict[str, Any], *, version: int,
                    base_currency: str, partitions: int, workers: int,
                    now: datetime) -> Transitions:
     """Grade everyone under `document` as version `version` would, as of `now`."""
-    shares = [list(range(i, partitions, workers)) for i in range(min(workers, partitions))]
-    if len(shares) == 1:
-        return await _share(database_url, document, version, base_currency, shares[0], now)
+    count = max(1, min(workers, partitions))
+    shares = [list(range(i, partitions, count)) for i in range(count)]
     loop = asyncio.get_running_loop()
     # spawn: a fork of a process running an event loop and open connections is unsafe.
-    with ProcessPoolExecutor(len(shares), mp_context=multiprocessing.get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn"))
+    try:
         results = await asyncio.gather(*(
             loop.run_in_executor(pool, _run_share, database_url, document, version,
                                  base_currency, share, now)
             for share in shares))
+    finally:
+        # On a failure (or a cancelled request) the other shares are not waited for: the
+        # event loop must not block on them, and their processes go with the pool.
+        processes = list(getattr(pool, "_processes", {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
     total = Transitions()
     for result in results:
         total.merge(result)

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from services.grader import repository as repo
 from services.grader.app import create_app
 from shared.kafka import ensure_topics
 from tests.integration.grader_support import grader_settings, produce, purchase, running
@@ -25,7 +26,8 @@ async def tier_of(client: httpx.AsyncClient, customer: str) -> str:
     return tier
 
 
-async def test_history_members_and_transitions(pg_url: str, broker: str) -> None:
+async def test_history_members_and_transitions(pg_url: str, broker: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     async with migrated_database(pg_url, "history") as url:
         settings = grader_settings(url, broker)
         await ensure_topics(settings)
@@ -60,6 +62,18 @@ async def test_history_members_and_transitions(pg_url: str, broker: str) -> None
             assert listed == [c for c in regulars if c != mover]
             important = (await client.get("/v1/ladders/tier/tiers/important/customers")).json()
             assert important["items"] == [mover] and important["next_cursor"] is None
+            # A page looks at a bounded number of customers: a rare tier takes short pages,
+            # some empty, and the list still ends with everyone, once.
+            monkeypatch.setattr(repo, "MEMBERS_SCAN", 2)
+            pages, cursor = [], ""
+            while cursor is not None:
+                page = (await client.get("/v1/ladders/tier/tiers/important/customers",
+                                         params={"limit": 5, "cursor": cursor})).json()
+                pages.append(page["items"])
+                cursor = page["next_cursor"]
+            assert [c for p in pages for c in p] == [mover] and len(pages) == 4
+            assert [] in pages
+            monkeypatch.undo()
             assert (await client.get("/v1/ladders/tier/tiers/nope/customers")).status_code == 404
             assert (await client.get("/v1/ladders/nope/tiers/vip/customers")).status_code == 404
 
@@ -90,3 +104,6 @@ async def test_history_members_and_transitions(pg_url: str, broker: str) -> None
             backwards = await client.get("/v1/stats/transitions", params={
                 "since": "2001-01-02T00:00:00Z", "until": "2001-01-01T00:00:00Z"})
             assert backwards.status_code == 422
+            too_early = await client.get("/v1/stats/transitions",
+                                         params={"until": "0001-01-05T00:00:00Z"})
+            assert too_early.status_code == 422, too_early.text

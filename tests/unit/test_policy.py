@@ -346,3 +346,17 @@ def test_the_recipes_of_the_guide_are_valid_ladders() -> None:
     ladders = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", recipes, re.S)]
     assert [ladder.name for ladder in parse_policy({"ladders": ladders}).ladders] == [
         "rfm", "care"]
+
+
+@pytest.mark.parametrize("value", ["1e999999", "-1000000000000001", 1e16])
+def test_a_threshold_beyond_every_metric_is_refused(value: object) -> None:
+    doc = {"ladders": [{"name": "l", "tiers": [
+        {"name": "a", "when": {"metric": "days_since_last_purchase", "op": "<", "value": value}},
+        {"name": "b"}]}]}
+    with pytest.raises(PolicyInvalid) as caught:
+        parse_policy(doc)
+    assert caught.value.problems == [("ladders[0].tiers[0].when.value",
+                                      "must be between -1e15 and 1e15")]
+    ok = copy.deepcopy(doc)
+    ok["ladders"][0]["tiers"][0]["when"]["value"] = "1e15"
+    parse_policy(ok)

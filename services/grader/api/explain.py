@@ -90,7 +90,9 @@ class Explained(BaseModel):
     as_of: str = Field(json_schema_extra={"format": "date"})
     next_regrade_on: str | None = Field(
         json_schema_extra={"format": "date"},
-        description="The first UTC day time alone may change an answer (a re-grade then)")
+        description="The UTC day the customer's owner will next re-grade them without an "
+                    "event (after a day with events: the next day, which works out the exact "
+                    "one); that re-grade may change nothing")
     ladders: dict[str, LadderExplained]
     metrics: dict[str, str | int | None]
     explained_at: UtcTime

@@ -64,17 +64,16 @@ async def get_members(ladder: str, tier: str, grader: GraderDep, conn: ConnDep,
                       limit: Limit = 100, cursor: str = "") -> dict[str, Any]:
     """Customers on a tier now, in id order. Pages follow the ids, so a customer who stays
     on the tier while you page is listed exactly once; one who moves in or out meanwhile
-    is listed if their id comes after the page you are on."""
+    is listed if their id comes after the page you are on. A page looks at up to 10,000
+    customers: for a rare tier it may hold fewer than `limit` (even none) and still have
+    a `next_cursor`; the list ends when `next_cursor` is null."""
     found = next((lad for lad in grader.policies.active.policy.ladders if lad.name == ladder),
                  None)
     if found is None or found.rank(tier) is None:
         raise HTTPException(404, f"The policy in force has no tier {tier!r} on ladder "
                                  f"{ladder!r}")
-    ids = await repo.members(conn, ladder, tier, after=cursor, limit=limit + 1)
-    more = len(ids) > limit
-    ids = ids[:limit]
-    return {"ladder": ladder, "tier": tier, "items": ids,
-            "next_cursor": ids[-1] if more else None}
+    ids, next_cursor = await repo.members(conn, ladder, tier, after=cursor, limit=limit)
+    return {"ladder": ladder, "tier": tier, "items": ids, "next_cursor": next_cursor}
 
 
 class Transition(BaseModel):
@@ -103,7 +102,10 @@ async def get_transitions(conn: ConnDep, since: datetime | None = None,
     """Tier changes recorded in [since, until) (default: the last 30 days), per ladder,
     from -> to and why; a first grading counts as from null."""
     until = _aware(until) if until else datetime.now(UTC)
-    since = _aware(since) if since else until - timedelta(days=30)
+    try:
+        since = _aware(since) if since else until - timedelta(days=30)
+    except OverflowError:  # `until` within 30 days of year 1
+        return problem(422, "Invalid period", detail="give `since` with an `until` this early")
     if until <= since:
         return problem(422, "Invalid period", detail="`until` must be after `since`")
     ladders: dict[str, list[dict[str, Any]]] = {}

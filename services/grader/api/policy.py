@@ -253,8 +253,15 @@ async def simulate_policy(request: Request, grader: GraderDep) -> Any:
         result = await simulate(
             settings.database_url.get_secret_value(), document, version=current + 1,
             base_currency=settings.base_currency, partitions=settings.events_partitions,
-            workers=settings.simulate_workers or os.cpu_count() or 1, now=now)
+            workers=settings.simulate_workers or usable_cpus(), now=now)
     return JSONResponse(simulation_view(result, current, now, time.perf_counter() - started))
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its CPU set, not every CPU of the host)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def simulation_view(result: Transitions, current: int, now: datetime, seconds: float,

@@ -121,7 +121,9 @@ def explain(state: CustomerState, active: ActivePolicy, *, now: datetime) -> Exp
             grace_ends(standing.pending_since, ladder.downgrade_grace_days)
             if standing.pending_since is not None else None,
             _tiers(ladder, metrics, standing.tier), ahead.get(ladder.name)))
-    due = date.fromordinal(current.due_on) if current.due_on is not None else None
+    # The day the owner will re-grade without an event, as stored (after events, the next
+    # day: that re-grade works out the exact one).
+    due = date.fromordinal(state.due_on) if state.due_on is not None else None
     return Explanation(state.customer_id, active.version, today, metrics, tuple(ladders), due)
 
 

@@ -32,6 +32,9 @@ __all__ = [
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 OPS = (">=", ">", "<=", "<", "==", "!=")
 MAX_DEPTH = 8
+# Beyond every metric's range (money totals stop at about 9.2e14): a larger threshold
+# means nothing, and costs the schedule's day arithmetic and 64-bit JSON.
+MAX_VALUE = Decimal("1e15")
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +249,9 @@ def _leaf(obj: dict[str, Any], path: str, problems: _Problems) -> Leaf | None:
     number = _number(value)
     if number is None:
         problems.add(f"{path}.value", "must be a number (or a decimal string)")
+        ok = False
+    elif abs(number) > MAX_VALUE:
+        problems.add(f"{path}.value", "must be between -1e15 and 1e15")
         ok = False
     if not ok or number is None:
         return None

@@ -268,6 +268,8 @@ def _threshold_days(agg: Aggregates, timing: Timing, today: int) -> set[int]:
         if anchor is None:
             continue
         for threshold in (*cuts.right, *cuts.left, *cuts.equal):
+            if abs(threshold) > LAST_DAY:  # no date that far: no day to find
+                continue
             for offset in (ceil(threshold), floor(threshold) + 1):
                 day = anchor + offset
                 if today < day <= LAST_DAY:
