@@ -4,7 +4,8 @@ test moves on; a customer of the same partition who is not due is not touched.""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -96,3 +97,93 @@ async def stored_row(engine: AsyncEngine, customer: str) -> Any:
     async with engine.connect() as conn:
         return (await conn.execute(select(c.graded_on, c.due_on, c.updated_at)
                                    .where(c.customer_id == customer))).one_or_none()
+
+
+async def test_a_grace_period_starts_then_completes_or_is_cancelled_by_time_alone(
+    migrated_pg: str, broker: str, engine: AsyncEngine
+) -> None:
+    """The default `tier` ladder: important from 10,000 spent in 365 days, staying while
+    8,000, 30 days' grace. Nobody sends an event after the first ones: windows drop them."""
+    now = datetime.now(UTC)
+    clock = [now]
+    settings = grader_settings(migrated_pg, broker)
+    await ensure_topics(settings)
+    falls, recovers = unique("falls"), unique("recovers")
+
+    def ago(days: int) -> datetime:
+        return now - timedelta(days=days)
+
+    refund = {"event_id": unique("ev"), "type": "refund", "customer_id": recovers,
+              "occurred_at": ago(290).isoformat(),
+              "data": {"amount": "4000.00", "currency": "CNY"}}
+    await produce(broker, settings.topic_events, [
+        purchase(falls, "12000.00", when=ago(300)),
+        # 14,000 now; 5,000 once the first purchase leaves the year (a fall below 8,000);
+        # 9,000 ten days later, when the refund leaves it too (back above 8,000).
+        purchase(recovers, "9000.00", when=ago(300)), purchase(recovers, "9000.00", when=ago(100)),
+        refund])
+    leaves = ago(300).date() + timedelta(days=365)  # the first purchase leaves the window
+
+    async def tier_messages(who: str) -> list[dict[str, Any]]:
+        async with engine.connect() as conn:
+            t = tier_changes.c
+            return [row.payload for row in (await conn.execute(
+                select(t.payload).where(t.customer_id == who, t.ladder == "tier")
+                .order_by(t.id))).all()]
+
+    def day(d: date) -> datetime:
+        return datetime(d.year, d.month, d.day, 1, tzinfo=UTC)
+
+    def due_on(who: str, expected: date) -> Callable[[], Awaitable[None]]:
+        async def check() -> None:
+            row = await stored_row(engine, who)
+            assert row is not None and row[1] == expected, row
+        return check
+
+    def scheduled(who: str) -> Callable[[], Awaitable[list[dict[str, Any]]]]:
+        async def check() -> list[dict[str, Any]]:
+            messages = await tier_messages(who)
+            assert [m["type"] for m in messages] == ["tier.changed", "tier.downgrade_scheduled"]
+            return messages
+        return check
+
+    async with running(create_app(settings, clock=lambda: clock[0])) as client:
+        for who in (falls, recovers):
+            await eventually(due_on(who, now.date() + timedelta(days=1)), timeout=20)
+        clock[0] = now + timedelta(days=1)  # that re-grade works out the exact day
+        for who in (falls, recovers):
+            await eventually(due_on(who, leaves), timeout=20)
+
+        clock[0] = day(leaves)  # both fall below 8,000: a downgrade waits 30 days
+
+        for who in (falls, recovers):
+            notice = (await eventually(scheduled(who), timeout=20))[1]
+            assert (notice["from_tier"], notice["to_tier"], notice["reason"]) == (
+                "important", "regular", "schedule")
+            assert notice["effective_at"].startswith(
+                (leaves + timedelta(days=30)).isoformat())
+
+        clock[0] = day(leaves + timedelta(days=10))  # the refund leaves: 9,000, recovered
+
+        async def recovered() -> None:
+            body = (await client.get(f"/v1/customers/{recovers}")).json()["tiers"]["tier"]
+            assert (body["tier"], body["computed"], body["pending_downgrade"]) == (
+                "important", "important", None)
+
+        await eventually(recovered, timeout=20)
+        # Its next day is on another ladder: 180 days without activity (lifecycle).
+        await eventually(due_on(recovers, ago(100).date() + timedelta(days=180)), timeout=20)
+
+        clock[0] = day(leaves + timedelta(days=30))  # the grace period ends
+
+        async def downgraded() -> list[dict[str, Any]]:
+            messages = await tier_messages(falls)
+            assert len(messages) == 3
+            return messages
+
+        last = (await eventually(downgraded, timeout=20))[-1]
+    assert (last["type"], last["from_tier"], last["to_tier"], last["reason"],
+            last["direction"], last["sequence"]) == (
+        "tier.changed", "important", "regular", "schedule", "down", 3)
+    assert [m["type"] for m in await tier_messages(recovers)] == [
+        "tier.changed", "tier.downgrade_scheduled"]  # a recovery sends nothing
