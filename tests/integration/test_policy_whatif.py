@@ -142,3 +142,49 @@ async def test_simulate_counts_what_apply_then_does(
     assert what_if["changed"] == len(ids)
     for t in what_if["ladders"]["tier"]["transitions"]:
         assert len(t["examples"]) == (min(t["count"], 5) if t["from"] != t["to"] else 0)
+
+
+async def test_a_policy_job_survives_a_grader_restart(pg_url: str, broker: str) -> None:
+    """The job's customers are those still graded under an older version: a grader that
+    stops half way and starts again goes on from them, and the job ends done."""
+    async with migrated_database(pg_url, "restart") as url:
+        engine = create_async_engine(url)
+        settings = grader_settings(url, broker, regrade_chunk=1)  # many small chunks
+        await ensure_topics(settings)
+        ids = [unique(f"r{i}") for i in range(200)]
+        await produce(broker, settings.topic_events, [purchase(c, "12000.00") for c in ids])
+
+        async def customers_under(version: int) -> int:
+            async with engine.connect() as conn:
+                return int(await conn.scalar(select(func.count()).select_from(customers)
+                                             .where(customers.c.policy_version == version)))
+
+        async with running(create_app(settings)) as client:
+
+            async def all_graded() -> None:
+                assert await customers_under(1) == len(ids)
+
+            await eventually(all_graded, timeout=30)
+            stored = await client.put("/v1/policy", json=candidate())
+            assert stored.status_code == 202, stored.text
+            version, job_id = stored.json()["version"], stored.json()["job_id"]
+
+            async def under_way() -> None:
+                job = (await client.get(f"/v1/jobs/{job_id}")).json()
+                assert job["done"] >= 1, job
+
+            await eventually(under_way, timeout=30, interval=0.005)
+        half_way = await customers_under(version)  # the grader is stopped here
+        async with running(create_app(settings)) as client:
+
+            async def job_done() -> dict[str, Any]:
+                job = (await client.get(f"/v1/jobs/{job_id}")).json()
+                assert job["status"] == "done", job
+                return job
+
+            job = await eventually(job_done, timeout=60)
+        done = await customers_under(version)
+        await engine.dispose()
+    assert 0 < half_way < len(ids), half_way  # it did stop in the middle
+    assert done == len(ids)
+    assert (job["total"], job["done"]) == (len(ids), len(ids))
