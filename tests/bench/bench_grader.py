@@ -27,7 +27,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -459,14 +459,20 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def main() -> None:
-    """Start or find the servers, run the benchmark, stop what was started."""
-    args = parse_args()
+def run_with_servers(bench: Callable[[str, str, argparse.Namespace], Awaitable[None]],
+                     args: argparse.Namespace) -> None:
+    """Start or find the servers, run `bench(db_url, bootstrap, args)`, stop what was
+    started, and say how long it all took."""
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tierflow-bench-") as tmp, \
             servers(Path(tmp)) as (db_url, bootstrap):
         asyncio.run(bench(db_url, bootstrap, args))
     print(f"total wall time {time.perf_counter() - started:.0f}s")
+
+
+def main() -> None:
+    """The throughput benchmark (see the module's docstring)."""
+    run_with_servers(bench, parse_args())
 
 
 if __name__ == "__main__":

@@ -15,12 +15,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
-import tempfile
 import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -37,7 +35,7 @@ from shared.db.engine import connect
 from shared.db.migrate import upgrade
 from shared.events import parse_event_obj
 from shared.kafka import ensure_topics
-from tests.bench.bench_grader import PARTITIONS, run_settings, servers
+from tests.bench.bench_grader import PARTITIONS, run_settings, run_with_servers
 from tests.bench.processes import GraderProcesses, cpu_report, cpu_seconds
 
 NOW = datetime.now(UTC)
@@ -191,12 +189,7 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--workers", type=int, default=2, help="simulate worker processes")
     parser.add_argument("--consumers", type=int, default=2, help="grader consumer processes")
-    args = parser.parse_args()
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="tierflow-bench-") as tmp, \
-            servers(Path(tmp)) as (db_url, bootstrap):
-        asyncio.run(bench(db_url, bootstrap, args))
-    print(f"total wall time {time.perf_counter() - started:.0f}s")
+    run_with_servers(bench, parser.parse_args())
 
 
 if __name__ == "__main__":

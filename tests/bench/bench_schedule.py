@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from services.grader import repository as repo
 from services.grader.consumer import Consumer
@@ -31,7 +29,7 @@ from shared.db.engine import KEYED_LOOKUPS, connect
 from shared.db.migrate import upgrade
 from shared.events import parse_event_obj
 from shared.kafka import ensure_topics, make_producer
-from tests.bench.bench_grader import PARTITIONS, run_settings, servers
+from tests.bench.bench_grader import PARTITIONS, run_settings, run_with_servers
 
 NOW = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
 TODAY = NOW.date()
@@ -170,12 +168,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--customers", type=int, default=1_000_000)
-    args = parser.parse_args()
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="tierflow-bench-") as tmp, \
-            servers(Path(tmp)) as (db_url, bootstrap):
-        asyncio.run(bench(db_url, bootstrap, args))
-    print(f"total wall time {time.perf_counter() - started:.0f}s")
+    run_with_servers(bench, parser.parse_args())
 
 
 if __name__ == "__main__":

@@ -115,8 +115,10 @@ def answer(body: dict[str, Any]) -> Response:
     return Response(orjson.dumps(body), media_type="application/json")
 
 
-async def one_customer(grader: Grader, customer_id: str) -> Response:
-    """The answer to `GET /v1/customers/{customer_id}` (once the key is checked)."""
+async def stored_or_problem(grader: Grader, customer_id: str,
+                            ) -> repo.StoredCustomer | Response:
+    """The stored customer, or the problem to answer: 404 (an id never seen, or one no
+    event could carry) or 503."""
     assert grader.loader is not None  # noqa: S101 - the lifespan made it before serving
     if not valid_customer_id(customer_id):
         return problem(404, "No such customer", detail=ID_RULE)
@@ -126,6 +128,14 @@ async def one_customer(grader: Grader, customer_id: str) -> Response:
         return failed(exc)
     if found is None:
         return problem(404, f"No customer {customer_id!r} has been seen")
+    return found
+
+
+async def one_customer(grader: Grader, customer_id: str) -> Response:
+    """The answer to `GET /v1/customers/{customer_id}` (once the key is checked)."""
+    found = await stored_or_problem(grader, customer_id)
+    if isinstance(found, Response):
+        return found
     return answer(customer_view(found, grader.policies.active))
 
 

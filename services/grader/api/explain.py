@@ -11,7 +11,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from services.grader.api.customers import ID_RULE, UtcTime, answer, valid_customer_id
+from services.grader.api.customers import UtcTime, answer, stored_or_problem
 from services.grader.api.deps import GraderDep
 from services.grader.grading.explain import (
     Answer,
@@ -23,7 +23,7 @@ from services.grader.grading.explain import (
 )
 from services.grader.grading.messages import utc_iso
 from services.grader.grading.metrics import metrics_json
-from shared.http import UNAVAILABLE, failed, ok, problem, problems
+from shared.http import ok, problems
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
 # Metrics that are money (shown as decimal strings with their cents).
@@ -105,15 +105,9 @@ class Explained(BaseModel):
 async def get_explanation(customer_id: str, grader: GraderDep) -> Response:
     """Why the customer has each tier, what they lack for a better one, and when their
     tier will change if nothing else happens."""
-    assert grader.loader is not None  # noqa: S101 - the lifespan made it before serving
-    if not valid_customer_id(customer_id):
-        return problem(404, "No such customer", detail=ID_RULE)
-    try:
-        found = await grader.loader.load(customer_id)
-    except UNAVAILABLE as exc:
-        return failed(exc)
-    if found is None:
-        return problem(404, f"No customer {customer_id!r} has been seen")
+    found = await stored_or_problem(grader, customer_id)
+    if isinstance(found, Response):
+        return found
     now = datetime.now(UTC)
     return answer(explanation_view(explain(found.state, grader.policies.active, now=now), now))
 

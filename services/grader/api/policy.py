@@ -12,11 +12,11 @@ import orjson
 import yaml
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from services.grader import jobs
 from services.grader import repository as repo
-from services.grader.api.deps import ConnDep, GraderDep
+from services.grader.api.deps import ConnDep, Grader, GraderDep
 from services.grader.grading.messages import utc_iso
 from services.grader.grading.policy import ActivePolicy, parse_policy
 from services.grader.grading.whatif import Transitions
@@ -118,6 +118,19 @@ def checked(document: object, base_currency: str) -> list[dict[str, str]]:
 
 def _problems(exc: PolicyInvalid) -> list[dict[str, str]]:
     return [{"path": path, "message": message} for path, message in exc.problems]
+
+
+async def valid_document(request: Request, grader: Grader) -> dict[str, Any] | Response:
+    """The body as a valid policy document, or the 422 problem listing every problem."""
+    try:
+        document = await read_document(request)
+        found = checked(document, grader.settings.base_currency)
+    except PolicyInvalid as exc:
+        found = _problems(exc)
+    if found:
+        return problem(422, "Invalid policy", errors=found)
+    assert isinstance(document, dict)  # noqa: S101 - parse_policy accepted it
+    return document
 
 
 @router.get("/v1/policy", response_model=None,
@@ -238,14 +251,9 @@ class Simulated(BaseModel):
                                                      "lists every problem"), 503)})
 async def simulate_policy(request: Request, grader: GraderDep) -> Any:
     """What storing this policy now would do to every customer, without storing it."""
-    try:
-        document = await read_document(request)
-        problems_found = checked(document, grader.settings.base_currency)
-    except PolicyInvalid as exc:
-        problems_found = _problems(exc)
-    if problems_found:
-        return problem(422, "Invalid policy", errors=problems_found)
-    assert isinstance(document, dict)  # noqa: S101 - parse_policy accepted it
+    document = await valid_document(request, grader)
+    if isinstance(document, Response):
+        return document
     settings = grader.settings
     current = grader.policies.active.version
     started, now = time.perf_counter(), datetime.now(UTC)
@@ -290,14 +298,9 @@ def simulation_view(result: Transitions, current: int, now: datetime, seconds: f
                                                     " every problem"), 503)})
 async def put_policy(request: Request, grader: GraderDep, conn: ConnDep) -> Any:
     """Store a new version; new events use it at once, everyone is re-graded in a job."""
-    try:
-        document = await read_document(request)
-        problems = checked(document, grader.settings.base_currency)
-    except PolicyInvalid as exc:
-        problems = _problems(exc)
-    if problems:
-        return problem(422, "Invalid policy", errors=problems)
-    assert isinstance(document, dict)  # noqa: S101 - parse_policy accepted it
+    document = await valid_document(request, grader)
+    if isinstance(document, Response):
+        return document
     async with conn.transaction():
         version = await repo.insert_policy(conn, document)
         job_id = await jobs.create_regrade_job(conn, version=version)
