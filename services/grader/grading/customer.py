@@ -3,20 +3,22 @@ and describe each tier change as a message (domain objects; the repository store
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time
 from typing import Literal
 
 from services.grader.grading.aggregates import Aggregates, advance, apply
-from services.grader.grading.evaluate import Change, LadderState, grade
+from services.grader.grading.evaluate import Change, LadderState, Override, grade
 from services.grader.grading.metrics import Metrics, compute_metrics
 from services.grader.grading.policy import ActivePolicy
 from services.grader.grading.schedule import grace_end_days, next_due
 from shared.events import Event
 
 Reason = Literal["event", "schedule", "policy", "override"]
+SALT_BYTES = 16
 
 
 @dataclass
@@ -32,6 +34,17 @@ class CustomerState:
     # The first UTC day (ordinal) on which time alone may move the customer; None: only
     # an event, a policy or an override can.
     due_on: int | None = None
+    # Ladder -> an admin's pin (see `evaluate.Override`).
+    overrides: dict[str, Override] = field(default_factory=dict)
+    # The key of this customer's event ids in the dedupe table (`repository.event_key`):
+    # random per customer, so erasing the customer leaves those records unreadable. None
+    # for customers stored before it existed (their ids are hashed without a key).
+    salt: bytes | None = None
+
+    @classmethod
+    def new(cls, customer_id: str) -> CustomerState:
+        """A customer seen for the first time (or again after an erasure)."""
+        return cls(customer_id, salt=os.urandom(SALT_BYTES))
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,22 +90,49 @@ def grade_customer(
     advance(state.aggregates, today.toordinal())
     # Only what the conditions read: lookups compute the full set when asked.
     metrics = compute_metrics(state.aggregates, today, active.all_reads)
-    state.ladders, changes = grade(active.policy, metrics, state.ladders, now=now)
+    overrides = state.overrides
+    state.ladders, changes = grade(active.policy, metrics, state.ladders, now=now,
+                                   overrides=overrides)
+    # A change on a ladder that had an override (set, removed or expired) is the
+    # override's doing; the rules cannot move a pinned ladder.
+    pinned = set(overrides)
+    if overrides:
+        # Over, or naming a tier its ladder no longer has (released above): dropped, so
+        # that a tier coming back later does not pin the customer again by surprise.
+        ladders = {ladder.name: ladder for ladder in active.policy.ladders}
+        state.overrides = {
+            name: o for name, o in overrides.items()
+            if not o.over(now) and (name not in ladders or ladders[name].rank(o.tier) is not None)
+        }
     state.policy_version = active.version
     state.graded_on = day = today.toordinal()
     if schedule != "none":
         pending = {name: s.pending_since for name, s in state.ladders.items()
                    if s.pending_since is not None}
+        ends = override_end_days(state.overrides.values())
         if schedule == "exact":
             state.due_on = next_due(state.aggregates, active.timing, day,
-                                    grace_end_days(pending, active.grace_days))
+                                    grace_end_days(pending, active.grace_days) + ends)
         else:
-            timed = active.timing.windowed or active.timing.counted or pending
+            timed = active.timing.windowed or active.timing.counted or pending or ends
             state.due_on = day + 1 if timed else None
     return [
         TierChange(
-            str(uuid.uuid4()), state.customer_id, change, reason, active.version, now,
+            str(uuid.uuid4()), state.customer_id, change,
+            "override" if change.ladder in pinned else reason, active.version, now,
             cause_event_id, {name: metrics[name] for name in active.reads[change.ladder]},
         )
         for change in changes
     ]
+
+
+def override_end_days(overrides: Iterable[Override]) -> list[int]:
+    """The days (ordinals) on which overrides expire: the first UTC midnight at or after
+    each `expires_at` (a re-grade that day, at midnight or later, finds it over)."""
+    days = []
+    for override in overrides:
+        if override.expires_at is not None:
+            moment = override.expires_at.astimezone(UTC)
+            day = moment.date().toordinal()
+            days.append(day if moment.time() == time(0) else day + 1)
+    return days

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
@@ -22,6 +23,22 @@ class LadderState:
     computed: str
     pending_since: date | None
     sequence: int
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """An admin's pin of one ladder to a tier: applied instead of what the rules give,
+    until it is removed (`ended`, moved back at the next grading) or `expires_at` passes."""
+
+    tier: str
+    reason: str
+    set_at: datetime
+    expires_at: datetime | None = None
+    ended: bool = False
+
+    def over(self, now: datetime) -> bool:
+        """Removed, or past its expiry at `now`: the next grading lets the rules decide."""
+        return self.ended or (self.expires_at is not None and self.expires_at <= now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +100,44 @@ def assign(
     return _downgrade(ladder, replace(current, computed=computed.name), now)
 
 
+def pin(
+    ladder: Ladder, metrics: Metrics, current: LadderState | None, tier: str, *,
+    now: datetime,
+) -> tuple[LadderState, Change | None]:
+    """An override: `tier` applies at once, whatever the rules give (still kept as
+    `computed`: what the entry conditions give, as for a customer new to the ladder)."""
+    computed = ladder.tiers[first_match(ladder, metrics)].name
+    if current is None:
+        state = LadderState(tier, now, computed, None, 1)
+        return state, _change(ladder, state, None, "initial")
+    if current.tier == tier:
+        return replace(current, computed=computed, pending_since=None), None
+    state = LadderState(tier, now, computed, None, current.sequence + 1)
+    return state, _change(ladder, state, current.tier, _direction(ladder, current.tier, tier))
+
+
+def release(
+    ladder: Ladder, metrics: Metrics, current: LadderState | None, *, now: datetime
+) -> tuple[LadderState, Change | None]:
+    """An override ends: the tier the entry conditions give applies at once (no stay, no
+    grace: those keep a tier the customer earned, and this one was given)."""
+    computed = ladder.tiers[first_match(ladder, metrics)].name
+    if current is None:
+        state = LadderState(computed, now, computed, None, 1)
+        return state, _change(ladder, state, None, "initial")
+    if current.tier == computed:
+        return replace(current, computed=computed, pending_since=None), None
+    state = LadderState(computed, now, computed, None, current.sequence + 1)
+    return state, _change(ladder, state, current.tier,
+                          _direction(ladder, current.tier, computed))
+
+
+def _direction(ladder: Ladder, from_tier: str, to_tier: str) -> Direction:
+    before = ladder.rank(from_tier)
+    after = ladder.rank(to_tier)
+    return "up" if before is not None and after is not None and after < before else "down"
+
+
 def _downgrade(
     ladder: Ladder, current: LadderState, now: datetime
 ) -> tuple[LadderState, Change | None]:
@@ -117,15 +172,25 @@ def _change(
 
 
 def grade(
-    policy: Policy, metrics: Metrics, current: dict[str, LadderState], *, now: datetime
+    policy: Policy, metrics: Metrics, current: dict[str, LadderState], *, now: datetime,
+    overrides: Mapping[str, Override] | None = None,
 ) -> tuple[dict[str, LadderState], list[Change]]:
-    """Grade one customer on every ladder of the policy."""
+    """Grade one customer on every ladder of the policy; a ladder with an override is
+    pinned to its tier (or released, when the override is over or names a tier the
+    ladder no longer has)."""
     # States of ladders the policy no longer has are kept, so that a ladder that comes
     # back continues its sequence numbers instead of starting again at 1.
     states: dict[str, LadderState] = dict(current)
     changes: list[Change] = []
     for ladder in policy.ladders:
-        state, change = assign(ladder, metrics, current.get(ladder.name), now=now)
+        held = current.get(ladder.name)
+        override = overrides.get(ladder.name) if overrides else None
+        if override is None:
+            state, change = assign(ladder, metrics, held, now=now)
+        elif override.over(now) or ladder.rank(override.tier) is None:
+            state, change = release(ladder, metrics, held, now=now)
+        else:
+            state, change = pin(ladder, metrics, held, override.tier, now=now)
         states[ladder.name] = state
         if change is not None:
             changes.append(change)

@@ -17,7 +17,7 @@ from typing import Literal
 
 from services.grader.grading.conditions import All, AnyOf, Condition, Leaf, Not, holds
 from services.grader.grading.customer import CustomerState, grade_customer
-from services.grader.grading.evaluate import first_match, grace_ends
+from services.grader.grading.evaluate import Override, first_match, grace_ends
 from services.grader.grading.metrics import Metrics, Value, compute_metrics
 from services.grader.grading.policy import ActivePolicy, Ladder
 
@@ -25,7 +25,7 @@ from services.grader.grading.policy import ActivePolicy, Ladder
 HORIZON_DAYS = 3 * 366
 MAX_REGRADES = 400
 
-Why = Literal["entry", "stay", "grace"]
+Why = Literal["entry", "stay", "grace", "override"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +87,7 @@ class LadderAnswer:
     effective_at: datetime | None
     tiers: tuple[TierAnswer, ...]
     forecast: Forecast | None
+    override: Override | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,14 +114,17 @@ def explain(state: CustomerState, active: ActivePolicy, *, now: datetime) -> Exp
         standing = current.ladders[ladder.name]
         rank = ladder.rank(standing.tier)
         matched = first_match(ladder, metrics)
-        why: Why = "entry" if rank == matched else (
+        pin = current.overrides.get(ladder.name)
+        if pin is not None and ladder.rank(pin.tier) is None:
+            pin = None  # released: the ladder lost the tier it names
+        why: Why = "override" if pin is not None else "entry" if rank == matched else (
             "stay" if standing.computed == standing.tier else "grace")
         ladders.append(LadderAnswer(
             ladder.name, ladder.label, standing.tier, standing.computed, why,
             standing.computed if standing.pending_since is not None else None,
             grace_ends(standing.pending_since, ladder.downgrade_grace_days)
             if standing.pending_since is not None else None,
-            _tiers(ladder, metrics, standing.tier), ahead.get(ladder.name)))
+            _tiers(ladder, metrics, standing.tier), ahead.get(ladder.name), pin))
     # The day the owner will re-grade without an event, as stored (after events, the next
     # day: that re-grade works out the exact one).
     due = date.fromordinal(state.due_on) if state.due_on is not None else None

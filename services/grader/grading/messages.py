@@ -33,3 +33,13 @@ def message(tc: TierChange) -> dict[str, Any]:
     if change.effective_at is not None:
         body["effective_at"] = utc_iso(change.effective_at)
     return body
+
+
+ERASED = "customer.erased"
+
+
+def erasure_message(message_id: str, customer_id: str, erased_at: datetime) -> dict[str, Any]:
+    """The notice that a customer was erased: downstream systems delete what they hold
+    of them, and a later change of the same id starts again at sequence 1."""
+    return {"id": message_id, "type": ERASED, "schema_version": SCHEMA_VERSION,
+            "customer_id": customer_id, "erased_at": utc_iso(erased_at)}
