@@ -7,11 +7,14 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.grader import repository as repo
 from shared.db.engine import asyncpg_dsn
 from shared.db.migrate import upgrade
 
@@ -51,3 +54,19 @@ async def migrated_database(pg_url: str, prefix: str) -> AsyncIterator[str]:
     finally:
         await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def applied_events(conn: AsyncConnection, events: list[dict[str, Any]]) -> int:
+    """How many of `events` the grader has applied: its dedupe table holds each under a
+    key salted per customer (services/grader/repository.py `event_key`)."""
+    customers = sorted({e["customer_id"] for e in events})
+    rows = (await conn.execute(
+        text("SELECT customer_id, state FROM customers WHERE customer_id = ANY(:ids)"),
+        {"ids": customers})).all()
+    salts = {row[0]: repo.stored_salt(row[1]) for row in rows}
+    keys = [uuid.UUID(repo.event_key(e["event_id"], salts[e["customer_id"]]))
+            for e in events if e["customer_id"] in salts]
+    found = await conn.scalar(
+        text("SELECT count(*) FROM processed_events WHERE event_hash = ANY(:ids)"),
+        {"ids": keys})
+    return int(found or 0)

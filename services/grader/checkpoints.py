@@ -29,12 +29,16 @@ class Pending:
     """What has been read and folded since the last checkpoint."""
 
     positions: dict[int, int] = field(default_factory=dict)  # partition -> next offset
-    # Fresh ids folded -> their key and the event's fingerprint.
-    event_ids: dict[str, tuple[str, int]] = field(default_factory=dict)
+    # Keys (`repository.event_key`) of the events and controls applied -> fingerprint.
+    applied: dict[str, int] = field(default_factory=dict)
     renewed: set[str] = field(default_factory=set)  # keys of those seen before the window
     causes: dict[str, tuple[datetime, str]] = field(default_factory=dict)  # latest event
     swept: set[str] = field(default_factory=set)  # re-graded without an event
+    overridden: set[str] = field(default_factory=set)  # an override set or removed
+    erased: dict[str, datetime] = field(default_factory=dict)  # when asked, in order
     stamps: list[float] = field(default_factory=list)  # Kafka timestamps (s) of records
+    events: int = 0  # events applied (the rest of `applied` are controls)
+    controls: list[str] = field(default_factory=list)  # kinds of the controls applied
     duplicates: int = 0
     conflicts: int = 0  # of the duplicates, those with another payload than the one applied
     started: float = field(default_factory=time.monotonic)
@@ -45,7 +49,7 @@ class Pending:
     @property
     def dirty(self) -> set[str]:
         """Customers to grade and write."""
-        return set(self.causes) | self.swept
+        return set(self.causes) | self.swept | self.overridden
 
     def empty(self) -> bool:
         """Nothing to commit."""
@@ -79,8 +83,10 @@ def grade_pending(
         cause = pending.causes.get(customer_id)
         reason: Reason = "event"
         if cause is None:
+            # (A change on an overridden ladder says "override" whatever this says.)
             reason = "policy" if state.policy_version != active.version else "schedule"
-            regraded[reason] = regraded.get(reason, 0) + 1
+            if customer_id not in pending.overridden:
+                regraded[reason] = regraded.get(reason, 0) + 1
         # The exact day is worked out by re-grades without an event; one caused by events
         # (a checkpoint under load grades thousands) says "tomorrow" (see grade_customer).
         changes += grade_customer(state, active, now=now, today=today, reason=reason,
@@ -90,11 +96,13 @@ def grade_pending(
     moved = {tc.customer_id for tc in changes
              if tc.reason == "policy" and tc.change.kind == "tier.changed"}
     checkpoint = repo.Checkpoint.build(
-        topic=topic, advances=advances, event_keys=pending.event_ids.values(),
+        topic=topic, advances=advances, event_keys=pending.applied.items(),
         renewed=pending.renewed, customers=states,
         changes=changes, now=now, policy_regrades=regraded.get("policy", 0),
-        policy_changed=len(moved), policy_version=active.version)
-    return Graded(checkpoint, pending, changes, regraded, {s.customer_id for _, s in states})
+        policy_changed=len(moved), policy_version=active.version,
+        erased=list(pending.erased.items()))
+    return Graded(checkpoint, pending, changes, regraded,
+                  {s.customer_id for _, s in states} | set(pending.erased))
 
 
 class Writer:
@@ -105,8 +113,8 @@ class Writer:
         self.timeouts = timeouts
         self.conn: asyncpg.Connection | None = None
         self.inflight: asyncio.Task[None] | None = None
-        # Event ids of the checkpoint in flight -> their key and fingerprint.
-        self.inflight_ids: dict[str, tuple[str, int]] = {}
+        # Keys applied by the checkpoint in flight -> their fingerprint.
+        self.inflight_keys: dict[str, int] = {}
 
     async def open(self) -> None:
         """Connect (again) and prepare the staging table."""
@@ -119,7 +127,7 @@ class Writer:
         if self.inflight is not None:
             self.inflight.cancel()
             await asyncio.gather(self.inflight, return_exceptions=True)
-        self.inflight, self.inflight_ids = None, {}
+        self.inflight, self.inflight_keys = None, {}
         if self.conn is not None and not self.conn.is_closed():
             await close(self.conn)
         self.conn = None
@@ -131,14 +139,14 @@ class Writer:
             if task is not None:
                 await task
         finally:
-            self.inflight_ids = {}
+            self.inflight_keys = {}
 
     async def launch(self, graded: Graded, committed: Callable[[Graded], None]) -> None:
         """Start committing `graded` (after the one in flight); `committed` runs once it
         is durable."""
         await self.wait()
         assert self.conn is not None  # noqa: S101 - open() first
-        self.inflight_ids = graded.pending.event_ids
+        self.inflight_keys = graded.pending.applied
         self.inflight = asyncio.create_task(self._write(self.conn, graded, committed))
 
     @staticmethod

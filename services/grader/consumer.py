@@ -17,6 +17,7 @@ import gc
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
@@ -24,11 +25,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import NoOffsetForPartitionError, OffsetOutOfRangeError
 
-from services.grader import jobs
+from services.grader import controls, jobs
 from services.grader import repository as repo
 from services.grader.checkpoints import Graded, Pending, Writer, grade_pending
+from services.grader.controls import Control
 from services.grader.grading.aggregates import FoldError, apply
 from services.grader.grading.customer import CustomerState, is_due
+from services.grader.grading.evaluate import Override
 from services.grader.intake import validate
 from services.grader.owned import OwnedCustomers
 from services.grader.policies import PolicyCache
@@ -311,66 +314,121 @@ class Consumer:
     # --- taking a poll -------------------------------------------------------------------
 
     async def _take(self, records: list[ConsumerRecord]) -> None:
-        """Validate, route and fold a poll into the owned customers."""
+        """Validate, route and fold a poll into the owned customers, events and controls
+        in the order of their partition."""
         assert self.conn is not None and self.effects is not None  # noqa: S101 - run() set them
         pending = self.pending
-        fresh: list[tuple[Event, ConsumerRecord]] = []
+        usable: list[tuple[Event | Control, ConsumerRecord]] = []
         for record in records:
             pending.positions[record.partition] = record.offset + 1
             pending.stamps.append(record.timestamp / 1000)
-            event = self._usable(record)
-            if event is None:
-                continue
-            applied = pending.event_ids.get(event.event_id) \
-                or self.writer.inflight_ids.get(event.event_id)
-            if applied is not None:
-                self._duplicate(event, record, applied[1])
-            else:
-                fresh.append((event, record))
-        if not fresh:
+            item = self._usable(record)
+            if item is not None:
+                usable.append((item, record))
+        if not usable:
             return
+        # A customer's salt keys their event ids: load them first (duplicates too).
+        await self._load({item.customer_id for item, _ in usable})
+        keys = [self._key(item) for item, _ in usable]
         since = self.clock().date() - timedelta(days=self.settings.dedupe_days)
-        seen = await repo.seen_events(self.conn, [e.event_id for e, _ in fresh], since=since)
-        await self._load([e.customer_id for e, _ in fresh if e.event_id not in seen.within])
-        for event, record in fresh:
-            event_id = event.event_id
-            if event_id in seen.within:
-                self._duplicate(event, record, seen.fingerprints.get(event_id))
-            elif event_id in pending.event_ids:
-                self._duplicate(event, record, pending.event_ids[event_id][1])
-            elif self._fold(event, record):
-                key = seen.hashes[event_id]
-                pending.event_ids[event_id] = (key, repo.event_fingerprint(event))
-                if event_id in seen.expired:
-                    pending.renewed.add(key)
+        seen = await repo.seen_events(self.conn, keys, since=since)
+        inflight = self.writer.inflight_keys
+        for (item, record), key in zip(usable, keys, strict=True):
+            if isinstance(item, Event):
+                # An erasure earlier in this poll gave the customer a new salt.
+                key = self._key(item)
+                fingerprint = repo.event_fingerprint(item)
+            else:
+                fingerprint = controls.fingerprint(record.value)
+            applied = pending.applied.get(key, inflight.get(key))
+            if key in seen.within or applied is not None:
+                self._duplicate(item, record, fingerprint,
+                                seen.fingerprints.get(key) if applied is None else applied)
+                continue
+            if isinstance(item, Event):
+                if not self._fold(item, record):
+                    continue
+                pending.events += 1
+            else:
+                self._control(item)
+            pending.applied[key] = fingerprint
+            if key in seen.expired:
+                pending.renewed.add(key)
 
-    def _duplicate(self, event: Event, record: ConsumerRecord, applied: int | None) -> None:
+    def _key(self, item: Event | Control) -> str:
+        if isinstance(item, Control):
+            return repo.event_hash(item.key_id)
+        state = self.owned.get(item.customer_id)
+        return repo.event_key(item.event_id, state.salt if state is not None else None)
+
+    def _duplicate(self, item: Event | Control, record: ConsumerRecord, fingerprint: int,
+                   applied: int | None) -> None:
         """A repeat of an applied id: ignored, and reported when its payload is another
-        one (`applied` is the applied event's fingerprint; None for ids stored without)."""
+        one (`applied` is the applied one's fingerprint; None for ids stored without)."""
         self.pending.duplicates += 1
-        if applied is not None and repo.event_fingerprint(event) != applied:
+        if applied is not None and fingerprint != applied:
             self.pending.conflicts += 1
-            log.warning("event_id %r came again with another payload (%s/%d/%d); ignored, "
-                        "the first one applied stands", event.event_id, record.topic,
-                        record.partition, record.offset)
+            log.warning("%s %r came again with another payload (%s/%d/%d); ignored, the "
+                        "first one applied stands",
+                        "event_id" if isinstance(item, Event) else "control id",
+                        item.event_id if isinstance(item, Event) else item.id,
+                        record.topic, record.partition, record.offset)
 
-    def _usable(self, record: ConsumerRecord) -> Event | None:
-        """The record's event if this consumer should fold it; otherwise it is sent on to
-        the DLQ or to the partition that owns its customer."""
+    def _control(self, control: Control) -> None:
+        """Apply an admin's write to the customer it names (held: `_load` brought it)."""
+        pending, customer_id = self.pending, control.customer_id
+        state = self.owned.get(customer_id)
+        assert state is not None  # noqa: S101
+        if control.kind == "erase":
+            # Everything folded so far goes; the row, history and deliveries go with the
+            # checkpoint; events after this one start a customer with a new salt.
+            if state.graded_on != 0 or customer_id in pending.causes:  # stored or new
+                pending.erased[customer_id] = control.requested_at
+            pending.causes.pop(customer_id, None)
+            pending.swept.discard(customer_id)
+            pending.overridden.discard(customer_id)
+            self.owned.put(owner_partition(customer_id, self.partition_count),
+                           CustomerState.new(customer_id))
+            pending.controls.append(control.kind)
+            return
+        if state.graded_on == 0 and customer_id not in pending.causes:
+            log.warning("control %s: customer %r is not known (erased?); ignored",
+                        control.id, customer_id)
+            return
+        assert control.ladder is not None  # noqa: S101 - parse() checked
+        if control.kind == "override.set":
+            assert control.tier is not None and control.reason is not None  # noqa: S101
+            state.overrides[control.ladder] = Override(
+                control.tier, control.reason, control.requested_at, control.expires_at)
+        elif control.ladder in state.overrides:
+            state.overrides[control.ladder] = replace(
+                state.overrides[control.ladder], ended=True)
+        else:
+            return
+        pending.overridden.add(customer_id)
+        pending.controls.append(control.kind)
+
+    def _usable(self, record: ConsumerRecord) -> Event | Control | None:
+        """The record's event or control if this consumer should apply it; otherwise it
+        is sent on to the DLQ or to the partition that owns its customer."""
         assert self.effects is not None  # noqa: S101
+        item: Event | Control | None
         try:
-            event, error = validate(record, currency=self.settings.base_currency,
-                                    max_future_s=float(self.settings.max_future_seconds))
+            if controls.is_control(record.headers):
+                item, error = controls.parse(record.value), ""
+            else:
+                item, error = validate(record, currency=self.settings.base_currency,
+                                       max_future_s=float(self.settings.max_future_seconds))
         except Exception as exc:  # noqa: BLE001 - a poison record must never stall a partition
-            event, error = None, f"unreadable: {type(exc).__name__}: {exc}"
-        if event is None:
+            item, error = None, f"unreadable: {type(exc).__name__}: {exc}"
+        if item is None:
             self.effects.dead_letter(record, error)
             return None
-        owner = owner_partition(event.customer_id, self.partition_count)
+        owner = owner_partition(item.customer_id, self.partition_count)
         if owner != record.partition:
-            self.effects.reroute(record, event.customer_id, owner)
+            self.effects.reroute(record, item.customer_id, owner)
             return None
-        return event
+        return item
 
     async def _load(self, customer_ids: Iterable[str]) -> None:
         """Bring customers not held yet into memory (new ones start empty)."""
@@ -381,7 +439,7 @@ class Consumer:
         stored = await repo.load_customers(self.conn, sorted(missing))
         for customer_id in missing:
             found = stored.get(customer_id)
-            state = found.state if found else CustomerState(customer_id)
+            state = found.state if found else CustomerState.new(customer_id)
             self.owned.put(owner_partition(customer_id, self.partition_count), state)
         self.metrics.state_loads.labels("stored").inc(len(stored))
         self.metrics.state_loads.labels("new").inc(len(missing) - len(stored))
@@ -442,7 +500,9 @@ class Consumer:
         assert self.effects is not None  # noqa: S101
         pending, m = graded.pending, self.metrics
         dead, rerouted = self.effects.take_counts()
-        m.events.labels("applied").inc(len(pending.event_ids))
+        m.events.labels("applied").inc(pending.events)
+        for kind in pending.controls:
+            m.controls.labels(kind).inc()
         m.events.labels("duplicate").inc(pending.duplicates)
         m.conflicting_duplicates.inc(pending.conflicts)
         m.events.labels("dlq").inc(dead)
@@ -507,5 +567,7 @@ class Consumer:
     def _mark_due(self, ids: list[str], *, version: int, today: date) -> None:
         for customer_id in ids:
             state = self.owned.get(customer_id)
-            if state is not None and is_due(state, version=version, today=today):
+            # (graded_on 0: erased in memory, its row not deleted yet; nothing to grade.)
+            if state is not None and state.graded_on and is_due(state, version=version,
+                                                                 today=today):
                 self.pending.swept.add(customer_id)

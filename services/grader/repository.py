@@ -13,8 +13,9 @@ the same transaction.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from hashlib import blake2b
 from typing import Any
@@ -26,8 +27,8 @@ import orjson
 from services.grader import jobs
 from services.grader.grading.aggregates import Aggregates
 from services.grader.grading.customer import CustomerState, TierChange
-from services.grader.grading.evaluate import LadderState
-from services.grader.grading.messages import message
+from services.grader.grading.evaluate import LadderState, Override
+from services.grader.grading.messages import ERASED, erasure_message, message
 from shared.errors import TierflowError
 from shared.events import Event, event_json
 
@@ -78,6 +79,7 @@ class Checkpoint:
     policy_regrades: int = 0  # customers re-graded for a new policy (job progress)
     policy_changed: int = 0
     policy_version: int = 0
+    erased: list[str] = field(default_factory=list)  # customers to delete first
 
     @classmethod
     def build(
@@ -86,17 +88,21 @@ class Checkpoint:
         customers: Iterable[tuple[int, CustomerState]],
         changes: Sequence[TierChange],
         now: datetime, policy_regrades: int = 0, policy_changed: int = 0,
-        policy_version: int = 0,
+        policy_version: int = 0, erased: Sequence[tuple[str, datetime]] = (),
     ) -> Checkpoint:
         """Encode the states (partition, state) and the change messages now; `event_keys`
-        are the (`event_hash`, `event_fingerprint`) of the applied events, `renewed` the
-        hashes of those seen before."""
+        are the (`event_key`, `event_fingerprint`) of the applied events and controls,
+        `renewed` the keys of those seen before; `erased`, (customer, when asked) whose rows,
+        history and deliveries go before anything else is written (each gets a notice)."""
         rows = [(state.customer_id, partition, encode_state(state), tier_labels(state),
                  state.policy_version, date.fromordinal(state.graded_on),
                  date.fromordinal(state.due_on) if state.due_on is not None else None, now)
                 for partition, state in customers]
-        outbox = [(tc.message_id, tc.customer_id, tc.change.ladder, tc.change.sequence,
-                   tc.change.kind, orjson.dumps(message(tc)).decode()) for tc in changes]
+        outbox = [(mid, cid, "", 0, ERASED,
+                   orjson.dumps(erasure_message(mid, cid, at)).decode())
+                  for cid, at, mid in ((cid, at, str(uuid.uuid4())) for cid, at in erased)]
+        outbox += [(tc.message_id, tc.customer_id, tc.change.ladder, tc.change.sequence,
+                    tc.change.kind, orjson.dumps(message(tc)).decode()) for tc in changes]
         today = now.date()
         again = set(renewed)
         fresh, seen_before = [], []
@@ -106,7 +112,7 @@ class Checkpoint:
             else:
                 fresh.append((key, today, fingerprint))
         return cls(topic, advances, fresh, seen_before, rows, outbox, today,
-                   policy_regrades, policy_changed, policy_version)
+                   policy_regrades, policy_changed, policy_version, [cid for cid, _ in erased])
 
 
 # --- the storage format ------------------------------------------------------------------
@@ -128,11 +134,17 @@ def encode_state(state: CustomerState) -> bytes:
          s.pending_since.toordinal() if s.pending_since else None, s.sequence)
         for name, s in state.ladders.items()
     ]
+    overrides = [
+        (name, o.tier, o.reason, _micros(o.set_at),
+         _micros(o.expires_at) if o.expires_at is not None else None, o.ended)
+        for name, o in state.overrides.items()
+    ]
     return _encode((
         FORMAT, a.purchases_total, a.refunds_total, a.orders_total, a.first_purchase,
         a.last_purchase, sorted(a.categories), a.interactions_total, a.referrals_total,
         a.complaints_total, a.last_interaction, a.last_activity, a.rating_sum,
         a.ratings_count, a.last_nps, a.last_nps_key, a.as_of, a.days, a.sums, ladders,
+        overrides, state.salt,
     ))
 
 
@@ -144,7 +156,9 @@ def decode_state(customer_id: str, blob: bytes, policy_version: int, graded_on: 
         raise StateCorrupt(f"customer {customer_id!r}: unknown state format {doc[0]}")
     (_, purchases, refunds, orders, first, last, categories, interactions, referrals,
      complaints, last_interaction, last_activity, rating_sum, ratings, nps, nps_key, as_of,
-     days, sums, ladders) = doc
+     days, sums, ladders) = doc[:20]
+    # Overrides and the dedupe key came later: rows stored before have neither.
+    overrides, salt = (doc[20], doc[21]) if len(doc) > 20 else ((), None)
     aggregates = Aggregates(
         purchases, refunds, orders, first, last, set(categories), interactions, referrals,
         complaints, last_interaction, last_activity, rating_sum, ratings, nps,
@@ -155,8 +169,20 @@ def decode_state(customer_id: str, blob: bytes, policy_version: int, graded_on: 
                           date.fromordinal(pending) if pending else None, seq)
         for name, tier, since, computed, pending, seq in ladders
     }
+    pins = {
+        name: Override(tier, reason, _moment(set_at),
+                       _moment(expires) if expires is not None else None, ended)
+        for name, tier, reason, set_at, expires, ended in overrides
+    }
     return CustomerState(customer_id, aggregates, states, policy_version,
-                         graded_on.toordinal(), due_on.toordinal() if due_on else None)
+                         graded_on.toordinal(), due_on.toordinal() if due_on else None,
+                         pins, salt)
+
+
+def stored_salt(blob: bytes) -> bytes | None:
+    """The dedupe salt of a stored state (`CustomerState.salt`)."""
+    doc = _decode(blob)
+    return doc[21] if len(doc) > 21 else None
 
 
 def tier_labels(state: CustomerState) -> list[str]:
@@ -222,6 +248,14 @@ SELECT customer_id, due_on FROM customers
 WHERE partition = $1 AND due_on <= $2 AND (due_on, customer_id) > ($3, $4)
 ORDER BY due_on, customer_id LIMIT $5
 """
+# Everything held about some customers but their dedupe records (made unreadable by the
+# loss of their salt, see `event_key`) and the notices about to be written.
+ERASE = """
+WITH gone AS (DELETE FROM customers WHERE customer_id = ANY($1::text[])),
+     changes AS (DELETE FROM tier_changes WHERE customer_id = ANY($1::text[]))
+DELETE FROM webhook_lanes WHERE (subscription_id, customer_id) IN (
+  SELECT s.id, c FROM subscriptions s, unnest($1::text[]) AS c)  -- by primary key
+"""
 OFFSETS = "SELECT partition, next_offset, cluster_id FROM consumer_offsets WHERE topic = $1"
 INIT_OFFSETS = """
 INSERT INTO consumer_offsets (topic, partition, next_offset, cluster_id)
@@ -253,9 +287,19 @@ def stored_customer(row: Any) -> StoredCustomer:
 
 
 def event_hash(event_id: str) -> str:
-    """The 128-bit key an event id is remembered by, as 32 hex digits (asyncpg sends a
-    str as a uuid without building a UUID object)."""
+    """The 128-bit key an event id is remembered by when its customer has no salt (stored
+    before salts existed), and for controls: 32 hex digits (asyncpg sends a str as a uuid
+    without building a UUID object)."""
     return blake2b(event_id.encode(), digest_size=16).hexdigest()
+
+
+def event_key(event_id: str, salt: bytes | None) -> str:
+    """The key of an event id of a customer with this salt (`CustomerState.salt`): a keyed
+    BLAKE2b, so once an erasure destroys the salt, nothing links the customer's dedupe
+    records to their event ids any more (they are pruned when the window ends)."""
+    if salt is None:
+        return event_hash(event_id)
+    return blake2b(event_id.encode(), digest_size=16, key=salt).hexdigest()
 
 
 def event_fingerprint(event: Event) -> int:
@@ -269,29 +313,25 @@ def event_fingerprint(event: Event) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Seen:
-    """What the dedupe table knows of some event ids."""
+    """What the dedupe table knows of some keys (`event_key`)."""
 
     within: set[str]  # first seen inside the window: repeats
     expired: set[str]  # first seen before it (not pruned yet): new again
-    hashes: dict[str, str]  # event id -> its key, for the checkpoint that records it
-    fingerprints: dict[str, int | None]  # event id -> the fingerprint stored with it
+    fingerprints: dict[str, int | None]  # key -> the fingerprint stored with it
 
 
-async def seen_events(conn: asyncpg.Connection, ids: Sequence[str], *, since: date) -> Seen:
-    """Which of `ids` were applied before, inside the window (first seen on `since` or
+async def seen_events(conn: asyncpg.Connection, keys: Sequence[str], *, since: date) -> Seen:
+    """Which of `keys` were applied before, inside the window (first seen on `since` or
     later) or before it."""
-    hashes = {i: event_hash(i) for i in ids}
-    if not hashes:
-        return Seen(set(), set(), hashes, {})
-    by_hash = {h: i for i, h in hashes.items()}
     within: set[str] = set()
     expired: set[str] = set()
     fingerprints: dict[str, int | None] = {}
-    for key, seen_on, fingerprint in await conn.fetch(SEEN, list(by_hash)):
-        event_id = by_hash[key]
-        (within if seen_on >= since else expired).add(event_id)
-        fingerprints[event_id] = fingerprint
-    return Seen(within, expired, hashes, fingerprints)
+    if not keys:
+        return Seen(within, expired, fingerprints)
+    for key, seen_on, fingerprint in await conn.fetch(SEEN, list(set(keys))):
+        (within if seen_on >= since else expired).add(key)
+        fingerprints[key] = fingerprint
+    return Seen(within, expired, fingerprints)
 
 
 async def prune_seen(conn: asyncpg.Connection, *, before: date, limit: int) -> int:
@@ -344,6 +384,9 @@ async def write_checkpoint(conn: asyncpg.Connection, cp: Checkpoint) -> None:
         if cp.renewed:
             await conn.execute(RENEW, [key for key, _ in cp.renewed],
                                [fingerprint for _, fingerprint in cp.renewed], cp.seen_on)
+        if cp.erased:
+            # Deliveries go with their tier changes (ON DELETE CASCADE).
+            await conn.execute(ERASE, cp.erased)
         if cp.customer_rows:
             await conn.copy_records_to_table(
                 "customers_stage", columns=STAGE_COLUMNS, records=cp.customer_rows)

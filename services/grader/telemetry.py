@@ -67,6 +67,11 @@ class GraderMetrics:
             "tierflow_grader_state_loads_total",
             "Customers brought into memory, by source (stored, new)", ["source"], registry=r,
         )
+        self.controls = Counter(
+            "tierflow_grader_controls_total",
+            "Admin writes applied by the customer's owner, by kind (override.set, "
+            "override.remove, erase)", ["kind"], registry=r,
+        )
         self.evictions = Counter(
             "tierflow_grader_state_evictions_total",
             "Customers dropped from memory to stay within the budget", registry=r,

@@ -8,7 +8,6 @@ import asyncio
 import json
 import random
 import time
-import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,11 +21,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.grader.repository import event_hash
 from shared.embedded import free_port
 from tests.faults.history import differing_customers
 from tests.processes import Service
-from tests.support import eventually, unique
+from tests.support import applied_events, eventually, unique
 
 KEY = "fault-suite-admin-key-0001"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -188,10 +186,7 @@ class Load:
 async def applied(engine: AsyncEngine, events: list[dict[str, Any]]) -> int:
     """How many of `events` the grader has applied (its dedupe table remembers each)."""
     async with engine.connect() as conn:
-        found = await conn.scalar(
-            text("SELECT count(*) FROM processed_events WHERE event_hash = ANY(:ids)"),
-            {"ids": [uuid.UUID(event_hash(e["event_id"])) for e in events]})
-    return int(found or 0)
+        return await applied_events(conn, events)
 
 
 async def verify(engine: AsyncEngine, system: System, load: Load, report: Report, *,

@@ -9,7 +9,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,12 +18,10 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from sqlalchemy import text
 
-from services.grader.repository import event_hash
 from shared.db.engine import make_engine
 from shared.embedded import EmbeddedPostgres, free_port
-from tests.support import eventually, unique
+from tests.support import applied_events, eventually, unique
 
 pytestmark = pytest.mark.e2e
 
@@ -103,10 +100,7 @@ async def graded(data_dir: Path, events: list[dict[str, Any]]) -> int:
     engine = make_engine(await asyncio.to_thread(server.start), pool_size=1)
     try:
         async with engine.connect() as conn:
-            return int((await conn.execute(
-                text("SELECT count(*) FROM processed_events WHERE event_hash = ANY(:ids)"),
-                {"ids": [uuid.UUID(event_hash(e["event_id"])) for e in events]},
-            )).scalar_one())
+            return await applied_events(conn, events)
     finally:
         await engine.dispose()
         await asyncio.to_thread(server.stop)

@@ -58,7 +58,8 @@ async def test_ids_first_seen_before_the_window_are_pruned(migrated_pg: str) -> 
         before = today - timedelta(days=30)
         while await repo.prune_seen(conn, before=before, limit=1000) == 1000:
             pass
-        seen = await repo.seen_events(conn, [old, recent], since=before)
-        assert seen.within == {recent} and seen.expired == set()
+        old_key, recent_key = repo.event_hash(old), repo.event_hash(recent)
+        seen = await repo.seen_events(conn, [old_key, recent_key], since=before)
+        assert seen.within == {recent_key} and seen.expired == set()
     finally:
         await conn.close()
