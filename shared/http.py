@@ -351,6 +351,9 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+ADMIN_METHODS = frozenset({"PUT", "PATCH", "DELETE"})
+
+
 class KeyGate:
     """ASGI middleware in front of every route under `/v1/`: the key, then the declared
     body size, are checked before the app routes the request, and the body is counted as
@@ -358,8 +361,10 @@ class KeyGate:
     dependencies, so a key checked there came after a 50 MB body had been read, and a
     malformed one answered 422 instead of 401.
 
-    `scopes` maps path prefixes (`/v1/customers`) to the scope they need; any other path
-    under `/v1/` needs `admin`, so a route added without a thought needs the widest key.
+    `scopes` maps path prefixes (`/v1/customers`) to the scope they need for reading and
+    posting; `PUT`, `PATCH` and `DELETE` (overrides, erasure, subscriptions) and any other
+    path under `/v1/` need `admin`, so a route added without a thought needs the widest
+    key.
     `max_body` is None only where every route reads its body through a BodyLimit itself."""
 
     def __init__(self, app: ASGIApp, *, keys: ApiKeys, scopes: Mapping[str, str],
@@ -370,8 +375,10 @@ class KeyGate:
         self.scopes = sorted(scopes.items(), key=lambda item: -len(item[0]))
         self.max_body = max_body
 
-    def scope_for(self, path: str) -> str:
-        """The scope a path under `/v1/` needs."""
+    def scope_for(self, path: str, method: str = "GET") -> str:
+        """The scope a request to a path under `/v1/` needs."""
+        if method in ADMIN_METHODS:
+            return "admin"
         for prefix, needed in self.scopes:
             if path == prefix or path.startswith(prefix + "/"):
                 return needed
@@ -382,7 +389,7 @@ class KeyGate:
             await self.app(scope, receive, send)
             return
         refused = self.keys.refusal(header(scope, b"authorization") or "",
-                                    self.scope_for(scope["path"]))
+                                    self.scope_for(scope["path"], scope["method"]))
         if refused is None and self.max_body is not None:
             refused, receive = self._limited(scope, receive, self.max_body)
         if refused is not None:

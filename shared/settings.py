@@ -158,6 +158,9 @@ class GraderSettings(CommonSettings):
     regrade_chunk: int = Field(default=1000, ge=1)
     # Worker processes grading everyone for `POST /v1/policy/simulate` (0: one per core).
     simulate_workers: int = Field(default=0, ge=0, le=64)
+    # How long an override or erasure request waits for the customer's owner to apply it
+    # before answering 202 (it is applied anyway, when the owner gets to it).
+    write_wait_seconds: float = Field(default=10.0, ge=0, le=300)
     # Any one command of a consume loop (a checkpoint's COPY and commit, loading a
     # partition's customers, a re-grade chunk): longer than the API's queries may take.
     db_consumer_timeout_s: float = Field(default=120.0, gt=0, le=3600)

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 from fastapi import FastAPI
 
-from services.grader.api import customers, explain, history, policy, stats
+from services.grader.api import customers, explain, history, policy, stats, writes
 from services.grader.api.deps import Grader
 from services.grader.api.loader import CustomerLoader
 from services.grader.consumer import Clock, Consumer, utc_now
@@ -84,6 +84,7 @@ async def running(grader: Grader, consumer: Consumer | None) -> AsyncIterator[No
     tasks = []
     if grader.serves_api:
         grader.loader = CustomerLoader(pool, max_in_flight=min(size, LOOKUPS_IN_FLIGHT))
+        grader.controls = writes.ControlSender(settings)
         tasks += [
             asyncio.create_task(supervise(lambda: refresh_policy(grader, pool), name="policy")),
             asyncio.create_task(supervise(lambda: refresh_customer_gauge(grader, pool),
@@ -114,6 +115,8 @@ async def running(grader: Grader, consumer: Consumer | None) -> AsyncIterator[No
             await producer.stop()
         if grader.loader is not None:
             await grader.loader.close()
+        if grader.controls is not None:
+            await grader.controls.close()
         await pool.close()
 
 
@@ -156,7 +159,8 @@ def create_app(settings: GraderSettings, *, clock: Clock = utc_now) -> FastAPI:
     app.include_router(health_router(metrics.registry, readiness(grader, consumer)))
     if serves_api:
         keys = ApiKeys(settings.key_scopes())
-        # The key and the body's size are checked before routing (policy and jobs: admin);
+        # The key and the body's size are checked before routing (policy, jobs and every
+        # PUT or DELETE: admin);
         # FastLookups, outermost, answers the keys that may read tiers before either.
         app.add_middleware(KeyGate, keys=keys, max_body=MAX_BODY_BYTES, scopes={
             "/v1/customers": customers.READ_SCOPE, "/v1/stats": customers.READ_SCOPE,
@@ -167,5 +171,6 @@ def create_app(settings: GraderSettings, *, clock: Clock = utc_now) -> FastAPI:
         app.include_router(history.router)
         app.include_router(stats.router)
         app.include_router(policy.router)
+        app.include_router(writes.router)
     document_api(app)
     return app

@@ -35,6 +35,7 @@ from schemathesis.specs.openapi.checks import (
 from services.grader.app import create_app as create_grader
 from services.ingest.app import create_app as create_ingest
 from services.notifier.app import create_app as create_notifier
+from shared.kafka import ensure_topics
 from shared.settings import GraderSettings, IngestSettings, NotifierSettings
 from tests.integration.test_customer_lookups import seed
 from tests.support import migrated_database, unique
@@ -110,9 +111,15 @@ def ingest_app(broker: str, lifespans: None) -> FastAPI:
 
 
 @pytest.fixture(scope="module")
-def grader_app(own_database: str, lifespans: None) -> FastAPI:
-    return create_grader(GraderSettings(
-        database_url=SecretStr(own_database), grader_role="api", api_keys=KEYS))
+async def grader_app(own_database: str, broker: str, lifespans: None) -> FastAPI:
+    # Overrides and erasure are published to a topic nobody consumes: answered 202 at
+    # once (no wait for an owner).
+    settings = GraderSettings(
+        database_url=SecretStr(own_database), grader_role="api", api_keys=KEYS,
+        kafka_bootstrap=broker, topic_events=unique("fuzz-grader-events"),
+        write_wait_seconds=0)
+    await ensure_topics(settings)
+    return create_grader(settings)
 
 
 @pytest.fixture(scope="module")

@@ -59,6 +59,9 @@ def change(**fields: object) -> Change:
     return Change(**{**base, **fields})  # type: ignore[arg-type]
 
 
+ERASURE = {"kind": "customer.erased", "ladder": "", "to_tier": None, "direction": ""}
+
+
 @pytest.mark.parametrize(("document", "fields", "expected"), [
     ({}, {}, True),
     ({"ladders": ["tier"]}, {}, True),
@@ -71,6 +74,11 @@ def change(**fields: object) -> Change:
     ({"types": ["tier.downgrade_scheduled"]}, {"kind": "tier.downgrade_scheduled"}, True),
     ({"ladders": ["tier"], "to_tiers": ["vip"], "directions": ["up"]}, {}, True),
     ({"ladders": None, "to_tiers": []}, {}, False),  # an empty list accepts nothing
+    # An erasure goes to every subscription that takes its type: each held something.
+    ({"ladders": ["value"], "to_tiers": ["vip"], "directions": ["up"]}, ERASURE, True),
+    ({}, ERASURE, True),
+    ({"types": ["tier.changed", "customer.erased"]}, ERASURE, True),
+    ({"types": ["tier.changed"]}, ERASURE, False),
 ])
 def test_filters(document: dict[str, list[str] | None], fields: dict[str, object],
                  expected: bool) -> None:

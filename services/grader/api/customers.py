@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.grader import repository as repo
 from services.grader.api.deps import ConnDep, Grader, GraderDep, get_grader
-from services.grader.grading.evaluate import grace_ends
+from services.grader.grading.evaluate import Override, grace_ends
 from services.grader.grading.messages import utc_iso
 from services.grader.grading.metrics import compute_metrics, metrics_json
 from services.grader.grading.policy import ActivePolicy
@@ -52,15 +52,25 @@ class PendingDowngrade(BaseModel):
     effective_at: UtcTime
 
 
+class OverrideView(BaseModel):
+    """An admin's pin of the ladder to a tier."""
+
+    tier: str
+    reason: str
+    set_at: UtcTime
+    expires_at: UtcTime | None = Field(description="null: until removed")
+
+
 class LadderState(BaseModel):
     """Where the customer stands on one ladder."""
 
     tier: str = Field(description="The tier applied now")
     label: str
     since: UtcTime
-    computed: str = Field(description="What the rules give today")
+    computed: str = Field(description="What the rules give today (while an override "
+                          "pins the ladder: what its entry conditions give)")
     pending_downgrade: PendingDowngrade | None
-    override: None = Field(description="Always null in this version")
+    override: OverrideView | None
 
 
 class Customer(BaseModel):
@@ -95,11 +105,13 @@ def customer_view(stored: repo.StoredCustomer, active: ActivePolicy) -> dict[str
             pending = {"to": ladder_state.computed,
                        "since": ladder_state.pending_since.isoformat(),
                        "effective_at": utc_iso(effective)}
+        pin = state.overrides.get(ladder.name)
         tiers[ladder.name] = {
             "tier": ladder_state.tier,
             "label": ladder.tiers[rank].label if rank is not None else ladder_state.tier,
             "since": utc_iso(ladder_state.since), "computed": ladder_state.computed,
-            "pending_downgrade": pending, "override": None,
+            "pending_downgrade": pending,
+            "override": override_view(pin) if pin is not None and not pin.ended else None,
         }
     metrics = compute_metrics(state.aggregates, datetime.now(UTC).date())
     return {
@@ -107,6 +119,12 @@ def customer_view(stored: repo.StoredCustomer, active: ActivePolicy) -> dict[str
         "updated_at": utc_iso(stored.updated_at), "tiers": tiers,
         "metrics": metrics_json(metrics),
     }
+
+
+def override_view(pin: Override) -> dict[str, Any]:
+    """An override as the API shows it."""
+    return {"tier": pin.tier, "reason": pin.reason, "set_at": utc_iso(pin.set_at),
+            "expires_at": utc_iso(pin.expires_at) if pin.expires_at is not None else None}
 
 
 def answer(body: dict[str, Any]) -> Response:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import asyncpg
 from fastapi import Depends, Request
 
 from services.grader.api.loader import CustomerLoader
+
+if TYPE_CHECKING:
+    from services.grader.api.writes import ControlSender
 from services.grader.policies import PolicyCache
 from services.grader.telemetry import GraderMetrics
 from shared.settings import GraderSettings
@@ -27,6 +30,7 @@ class Grader:
     pool: asyncpg.Pool | None = None  # asyncpg pools bind to a loop: made when it runs
     loader: CustomerLoader | None = None  # single lookups, over the pool
     simulations: asyncio.Lock = field(default_factory=asyncio.Lock)  # one what-if at a time
+    controls: ControlSender | None = None  # overrides and erasure, to the owners
 
 
 async def get_grader(request: Request) -> Grader:

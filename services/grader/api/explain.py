@@ -11,7 +11,13 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from services.grader.api.customers import UtcTime, answer, stored_or_problem
+from services.grader.api.customers import (
+    OverrideView,
+    UtcTime,
+    answer,
+    override_view,
+    stored_or_problem,
+)
 from services.grader.api.deps import GraderDep
 from services.grader.grading.explain import (
     Answer,
@@ -72,11 +78,12 @@ class LadderExplained(BaseModel):
     tier: str
     label: str
     computed: str = Field(description="What the rules give today")
-    why: Literal["entry", "stay", "grace"] = Field(
+    why: Literal["entry", "stay", "grace", "override"] = Field(
         description="entry: the tier's `when` holds and no better one's does; stay: its "
                     "`stay_when` keeps the customer in it; grace: a downgrade waits out the "
-                    "ladder's grace period")
+                    "ladder's grace period; override: an admin pinned the tier")
     pending_downgrade: dict[str, str] | None
+    override: OverrideView | None
     tiers: list[TierExplained]
     forecast: Forecast | None = Field(description="null: nothing but an event, a policy or "
                                                   "an override changes this tier")
@@ -131,6 +138,7 @@ def _ladder(ladder: LadderAnswer) -> dict[str, Any]:
     return {
         "tier": ladder.tier, "label": chosen.label, "computed": ladder.computed,
         "why": ladder.why, "pending_downgrade": pending,
+        "override": override_view(ladder.override) if ladder.override else None,
         "tiers": [{"name": t.name, "label": t.label,
                    "when": _condition(t.when) if t.when else None,
                    "stay_when": _condition(t.stay_when) if t.stay_when else None,

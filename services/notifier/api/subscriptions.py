@@ -57,6 +57,9 @@ WebhooksDep = Annotated[Webhooks, Depends(get_webhooks)]
 ConnDep = Annotated[asyncpg.Connection, Depends(get_conn)]
 
 
+MessageType = Literal["tier.changed", "tier.downgrade_scheduled", "customer.erased"]
+
+
 class FilterIn(BaseModel):
     """Which changes to receive; an absent or null field accepts any value."""
 
@@ -65,7 +68,7 @@ class FilterIn(BaseModel):
     ladders: list[Name] | None = Field(default=None, max_length=100)
     to_tiers: list[Name] | None = Field(default=None, max_length=100)
     directions: list[Literal["up", "down", "initial"]] | None = None
-    types: list[Literal["tier.changed", "tier.downgrade_scheduled"]] | None = None
+    types: list[MessageType] | None = None
 
     def domain(self) -> Filter:
         """As the filter the relay applies."""
@@ -106,7 +109,7 @@ class FilterOut(BaseModel):
     ladders: list[str] | None
     to_tiers: list[str] | None
     directions: list[Literal["up", "down", "initial"]] | None
-    types: list[Literal["tier.changed", "tier.downgrade_scheduled"]] | None
+    types: list[MessageType] | None
 
 
 class Subscription(BaseModel):
@@ -148,7 +151,7 @@ class Delivery(BaseModel):
     ladder: str
     after_id: int | None = Field(description="The delivery before it, same customer and ladder")
     message_id: uuid.UUID
-    type: Literal["tier.changed", "tier.downgrade_scheduled"]
+    type: MessageType
     sequence: int
 
 

@@ -9,7 +9,10 @@ from typing import Any
 
 FIELDS = ("ladders", "to_tiers", "directions", "types")
 DIRECTIONS = frozenset({"up", "down", "initial"})
-TYPES = frozenset({"tier.changed", "tier.downgrade_scheduled"})
+TYPES = frozenset({"tier.changed", "tier.downgrade_scheduled", "customer.erased"})
+# A customer's erasure goes to every subscription that takes its type, whatever the
+# ladders, tiers and directions it asks for: all of them held something of the customer.
+ERASED = "customer.erased"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +36,8 @@ class Filter:
 
     def matches(self, *, kind: str, ladder: str, to_tier: str | None, direction: str) -> bool:
         """Whether a message with these fields goes to the subscription."""
+        if kind == ERASED:
+            return self.types is None or kind in self.types
         return (
             (self.types is None or kind in self.types)
             and (self.ladders is None or ladder in self.ladders)
