@@ -23,9 +23,9 @@ SUBCOMMANDS = ("up", "demo", "ingest", "grader", "notifier", "migrate", "send", 
                "customer", "subscriptions")
 SERVICES = ("ingest", "grader", "notifier")
 POLICY_ACTIONS = ("show", "validate", "simulate", "apply")
-CUSTOMER_ACTIONS = ("show", "explain", "history")
+CUSTOMER_ACTIONS = ("show", "explain", "history", "override", "erase")
 DIRECTIONS = ("up", "down", "initial")
-MESSAGE_TYPES = ("tier.changed", "tier.downgrade_scheduled")
+MESSAGE_TYPES = ("tier.changed", "tier.downgrade_scheduled", "customer.erased")
 MAX_BATCH = 1000
 
 
@@ -91,13 +91,26 @@ def _client_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser
     customer_actions = customer.add_subparsers(dest="action", required=True, metavar="ACTION")
     for action, text in zip(CUSTOMER_ACTIONS, (
             "tiers and metrics", "every ladder's conditions, why, and the next change",
-            "tier changes, newest first"), strict=True):
+            "tier changes, newest first",
+            "pin a ladder to a tier (admin), or --clear the pin",
+            "erase everything held about the customer (admin)"), strict=True):
         sub = customer_actions.add_parser(action, parents=[common], help=text)
         sub.add_argument("customer_id", metavar="ID")
         sub.add_argument("--output", choices=("text", "yaml", "json"), default="text")
         if action == "history":
             sub.add_argument("--limit", type=_positive, default=20, help="at most 1000")
             sub.add_argument("--cursor", help="where the previous page said older ones start")
+        elif action == "override":
+            sub.add_argument("ladder", metavar="LADDER")
+            sub.add_argument("tier", metavar="TIER", nargs="?", help="a tier of the ladder")
+            sub.add_argument("--reason", help="why, for the record (required to set)")
+            sub.add_argument("--expires-at", help="RFC 3339 with an offset, e.g. "
+                             "2027-01-01T00:00:00Z (default: until cleared)")
+            sub.add_argument("--clear", action="store_true",
+                             help="remove the override: the rules decide again")
+        elif action == "erase":
+            sub.add_argument("--yes", action="store_true",
+                             help="really erase: it cannot be undone")
     _subscription_parsers(commands, common)
 
 
@@ -218,7 +231,10 @@ def _run_customer(args: argparse.Namespace) -> int:
         action=args.action, url=(args.url or settings.grader_url).rstrip("/"),
         key=resolve_key(args.key, settings, args.data_dir), customer_id=args.customer_id,
         output=args.output, limit=getattr(args, "limit", 20),
-        cursor=getattr(args, "cursor", None),
+        cursor=getattr(args, "cursor", None), ladder=getattr(args, "ladder", None),
+        tier=getattr(args, "tier", None), reason=getattr(args, "reason", None),
+        expires_at=getattr(args, "expires_at", None), clear=getattr(args, "clear", False),
+        yes=getattr(args, "yes", False),
     ))
 
 

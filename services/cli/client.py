@@ -38,6 +38,10 @@ def failure(service: str, response: httpx.Response) -> CliError:
     text = title or response.reason_phrase
     if detail:
         text += f": {detail}"
+    errors = doc.get("errors") if isinstance(doc, dict) else None
+    if isinstance(errors, list) and errors:
+        text += "".join(f"\n  {'.'.join(str(p) for p in e.get('loc', []))}: {e.get('msg')}"
+                        for e in errors if isinstance(e, dict))
     return CliError(f"{service} answered {response.status_code} {text}"
                     f"{HINTS.get(response.status_code, '')}")
 

@@ -1,4 +1,5 @@
-"""`tierflow customer show | explain | history ID`: one customer, read from the grader."""
+"""`tierflow customer show | explain | history | override | erase ID`: one customer, read
+from (or, for an admin, written through) the grader."""
 
 from __future__ import annotations
 
@@ -27,6 +28,12 @@ class CustomerOptions:
     output: str = "text"
     limit: int = 20
     cursor: str | None = None
+    ladder: str | None = None
+    tier: str | None = None
+    reason: str | None = None
+    expires_at: str | None = None
+    clear: bool = False
+    yes: bool = False
 
 
 async def fetch(client: httpx.AsyncClient, opts: CustomerOptions, suffix: str = "",
@@ -43,7 +50,11 @@ async def fetch(client: httpx.AsyncClient, opts: CustomerOptions, suffix: str = 
 
 async def show(client: httpx.AsyncClient, opts: CustomerOptions) -> int:
     """Tiers and the metrics that are set."""
-    doc = await fetch(client, opts)
+    return print_customer(await fetch(client, opts), opts)
+
+
+def print_customer(doc: Any, opts: CustomerOptions) -> int:
+    """A customer as `show` prints it."""
     if opts.output != "text":
         say(render(doc, opts.output))
         return 0
@@ -58,6 +69,9 @@ async def show(client: httpx.AsyncClient, opts: CustomerOptions) -> int:
         if t["pending_downgrade"]:
             p = t["pending_downgrade"]
             line += f", to {p['to']} from {p['effective_at']}"
+        if t.get("override"):
+            o = t["override"]
+            line += f", pinned ({o['reason']}) until {o['expires_at'] or 'cleared'}"
         say(line + f"  since {t['since']}")
     say("  metrics:")
     for name, value in doc["metrics"].items():
@@ -76,6 +90,10 @@ async def explain(client: httpx.AsyncClient, opts: CustomerOptions) -> int:
     for name, ladder in doc["ladders"].items():
         say("")
         head = f"{name}: {ladder['tier']} ({ladder['label']}) — {WHY[ladder['why']]}"
+        if ladder.get("override"):
+            o = ladder["override"]
+            head += (f" ({o['reason']}; set {o['set_at']}, until "
+                     f"{o['expires_at'] or 'cleared'}; computed {ladder['computed']})")
         if ladder["pending_downgrade"]:
             p = ladder["pending_downgrade"]
             head += f"; goes to {p['to']} at {p['effective_at']} unless it recovers"
@@ -101,7 +119,8 @@ async def explain(client: httpx.AsyncClient, opts: CustomerOptions) -> int:
 
 
 WHY = {"entry": "its conditions hold", "stay": "kept by its stay_when",
-       "grace": "a downgrade is waiting out the grace period"}
+       "grace": "a downgrade is waiting out the grace period",
+       "override": "pinned by an override"}
 
 
 def condition_lines(node: dict[str, Any], indent: int) -> list[str]:
@@ -127,6 +146,9 @@ async def history(client: httpx.AsyncClient, opts: CustomerOptions) -> int:
     if not doc["items"]:
         say(f"{opts.customer_id}: no tier changes recorded")
     for m in doc["items"]:
+        if m["type"] == "customer.erased":
+            say(f"{m['erased_at']}  erased: everything before this was deleted")
+            continue
         what = (f"{m['from_tier'] or '(first)'} -> {m['to_tier']}"
                 if m["type"] == "tier.changed"
                 else f"downgrade to {m['to_tier']} scheduled for {m.get('effective_at')}")
@@ -136,8 +158,52 @@ async def history(client: httpx.AsyncClient, opts: CustomerOptions) -> int:
     return 0
 
 
+async def override(client: httpx.AsyncClient, opts: CustomerOptions) -> int:
+    """Set (TIER --reason) or clear (--clear) the override on one ladder."""
+    assert opts.ladder is not None  # noqa: S101 - the parser requires it
+    if opts.clear:
+        if opts.tier or opts.reason or opts.expires_at:
+            raise CliError("--clear takes no TIER, --reason or --expires-at")
+        method, body = "DELETE", None
+    else:
+        if not opts.tier or not opts.reason:
+            raise CliError("give the TIER and --reason to set an override (or --clear)")
+        method = "PUT"
+        body = {"tier": opts.tier, "reason": opts.reason, "expires_at": opts.expires_at}
+    return await write(client, opts, method,
+                       f"/overrides/{quote(opts.ladder, safe='')}", body)
+
+
+async def erase(client: httpx.AsyncClient, opts: CustomerOptions) -> int:
+    """Erase the customer, once --yes says so."""
+    if not opts.yes:
+        raise CliError(f"erasing {opts.customer_id!r} deletes their tiers, history and "
+                       "overrides and cannot be undone; add --yes to go ahead")
+    return await write(client, opts, "DELETE", "", None)
+
+
+async def write(client: httpx.AsyncClient, opts: CustomerOptions, method: str, suffix: str,
+                body: object) -> int:
+    """An admin write: the customer after it, or that it is on its way (202)."""
+    url = f"{opts.url}/v1/customers/{quote(opts.customer_id, safe='')}{suffix}"
+    response = await call(client, "grader", method, url, body=body)
+    doc = body_of(response)
+    if response.status_code == 202:
+        say(f"accepted: the grader has not applied it yet (it is behind); it will, in order "
+            f"with the customer's events (control {doc['control_id']})")
+        return 0
+    if response.status_code != 200:
+        raise failure("grader", response)
+    if doc.get("status") == "erased":
+        say(render(doc, opts.output) if opts.output != "text" else
+            f"{doc['customer_id']}: erased at {doc['erased_at']}")
+        return 0
+    return print_customer(doc, opts)
+
+
 ACTIONS: dict[str, Callable[[httpx.AsyncClient, CustomerOptions], Awaitable[int]]] = {
-    "show": show, "explain": explain, "history": history,
+    "show": show, "explain": explain, "history": history, "override": override,
+    "erase": erase,
 }
 
 
