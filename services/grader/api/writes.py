@@ -206,7 +206,8 @@ async def put_override(customer_id: str, ladder: LadderName, body: OverrideReque
 @router.delete("/{customer_id}/overrides/{ladder}", response_class=Response, responses={
     200: ok(Customer, "Removed: the customer, graded by the rules again on this ladder"),
     202: ok(Accepted, "Sent; not applied within the wait (the grader is behind)"),
-    **problems((404, "No such customer, or no override on this ladder"), 503)})
+    **problems((404, "No such customer, or no override on this ladder"),
+               (422, "A ladder name longer than 64 characters"), 503)})
 async def delete_override(customer_id: str, ladder: LadderName,
                           grader: GraderDep) -> Response:
     """Remove an override (admin): the ladder's entry conditions decide again at once."""
