@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 from fastapi import FastAPI
 
+from services.grader import dashboard
 from services.grader.api import customers, explain, history, policy, stats, writes
 from services.grader.api.deps import Grader
 from services.grader.api.loader import CustomerLoader
@@ -164,7 +165,7 @@ def create_app(settings: GraderSettings, *, clock: Clock = utc_now) -> FastAPI:
         # FastLookups, outermost, answers the keys that may read tiers before either.
         app.add_middleware(KeyGate, keys=keys, max_body=MAX_BODY_BYTES, scopes={
             "/v1/customers": customers.READ_SCOPE, "/v1/stats": customers.READ_SCOPE,
-            "/v1/ladders": customers.READ_SCOPE})
+            "/v1/ladders": customers.READ_SCOPE, "/v1/dashboard": customers.READ_SCOPE})
         app.add_middleware(customers.FastLookups, grader=grader, keys=keys)
         app.include_router(customers.router)
         app.include_router(explain.router)
@@ -172,5 +173,7 @@ def create_app(settings: GraderSettings, *, clock: Clock = utc_now) -> FastAPI:
         app.include_router(stats.router)
         app.include_router(policy.router)
         app.include_router(writes.router)
+        app.include_router(dashboard.router)
+        app.include_router(dashboard.page)
     document_api(app)
     return app

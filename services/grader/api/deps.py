@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import asyncpg
 from fastapi import Depends, Request
@@ -20,6 +20,16 @@ from shared.settings import GraderSettings
 
 
 @dataclass
+class SummaryCache:
+    """The dashboard's last summary, the policy version it was made under, and when."""
+
+    made: float = 0.0
+    version: int = 0
+    value: dict[str, Any] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass
 class Grader:
     """The grader's wiring, built by the composition root."""
 
@@ -31,6 +41,7 @@ class Grader:
     loader: CustomerLoader | None = None  # single lookups, over the pool
     simulations: asyncio.Lock = field(default_factory=asyncio.Lock)  # one what-if at a time
     controls: ControlSender | None = None  # overrides and erasure, to the owners
+    dashboard: SummaryCache = field(default_factory=SummaryCache)
 
 
 async def get_grader(request: Request) -> Grader:
