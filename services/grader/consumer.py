@@ -333,13 +333,15 @@ class Consumer:
         since = self.clock().date() - timedelta(days=self.settings.dedupe_days)
         seen = await repo.seen_events(self.conn, keys, since=since)
         inflight = self.writer.inflight_keys
+        erased = False
         for (item, record), key in zip(usable, keys, strict=True):
             if isinstance(item, Event):
-                # An erasure earlier in this poll gave the customer a new salt.
-                key = self._key(item)
+                if erased:  # an erasure earlier in this poll may have renewed the salt
+                    key = self._key(item)
                 fingerprint = repo.event_fingerprint(item)
             else:
                 fingerprint = controls.fingerprint(record.value)
+                erased = erased or item.kind == "erase"
             applied = pending.applied.get(key, inflight.get(key))
             if key in seen.within or applied is not None:
                 self._duplicate(item, record, fingerprint,
