@@ -417,14 +417,17 @@ class Consumer:
         item: Event | Control | None
         try:
             if controls.is_control(record.headers):
-                item, error = controls.parse(record.value), ""
+                item, error, reason = controls.parse(record.value), "", ""
             else:
-                item, error = validate(record, currency=self.settings.base_currency,
-                                       max_future_s=float(self.settings.max_future_seconds))
+                item, error, reason = validate(
+                    record, currency=self.settings.base_currency,
+                    max_future_s=float(self.settings.max_future_seconds))
+        except controls.ControlInvalid as exc:
+            item, error, reason = None, str(exc), "control"
         except Exception as exc:  # noqa: BLE001 - a poison record must never stall a partition
-            item, error = None, f"unreadable: {type(exc).__name__}: {exc}"
+            item, error, reason = None, f"unreadable: {type(exc).__name__}: {exc}", "unreadable"
         if item is None:
-            self.effects.dead_letter(record, error)
+            self.effects.dead_letter(record, error, reason)
             return None
         owner = owner_partition(item.customer_id, self.partition_count)
         if owner != record.partition:
@@ -454,7 +457,7 @@ class Consumer:
         try:
             apply(state.aggregates, event)
         except FoldError as exc:
-            self.effects.dead_letter(record, str(exc))
+            self.effects.dead_letter(record, str(exc), "fold")
             return False
         cause = (event.occurred_at, event.event_id)
         known = pending.causes.get(event.customer_id)
@@ -502,6 +505,8 @@ class Consumer:
         assert self.effects is not None  # noqa: S101
         pending, m = graded.pending, self.metrics
         dead, rerouted = self.effects.take_counts()
+        for reason, n in self.effects.take_reasons().items():
+            m.dlq.labels(reason).inc(n)
         m.events.labels("applied").inc(pending.events)
         for kind in pending.controls:
             m.controls.labels(kind).inc()

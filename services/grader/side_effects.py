@@ -25,10 +25,18 @@ class SideEffects:
         self._dead: list[tuple[ConsumerRecord, str]] = []
         self._reroute: list[tuple[ConsumerRecord, str, int]] = []
         self._counts = [0, 0]
+        self._reasons: dict[str, int] = {}
 
-    def dead_letter(self, record: ConsumerRecord, reason: str) -> None:
-        """Send a record the grader cannot use to the DLQ, with why."""
-        self._dead.append((record, reason))
+    def dead_letter(self, record: ConsumerRecord, error: str, reason: str) -> None:
+        """Send a record the grader cannot use to the DLQ, with why (in words, and as one
+        of intake.DLQ_REASONS for the metrics)."""
+        self._dead.append((record, error))
+        self._reasons[reason] = self._reasons.get(reason, 0) + 1
+
+    def take_reasons(self) -> dict[str, int]:
+        """Dead letters per reason since the last call."""
+        reasons, self._reasons = self._reasons, {}
+        return reasons
 
     def reroute(self, record: ConsumerRecord, customer_id: str, partition: int) -> None:
         """Send an event published under another key to the partition that owns its

@@ -11,6 +11,7 @@ from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from services.grader.grading.customer import TierChange
+from services.grader.intake import DLQ_REASONS
 from shared.metrics import LATENCY_BUCKETS, SIZE_BUCKETS
 
 # 5 ms to 30 s, fine where the latency target sits (tens of milliseconds).
@@ -72,6 +73,13 @@ class GraderMetrics:
             "Admin writes applied by the customer's owner, by kind (override.set, "
             "override.remove, erase)", ["kind"], registry=r,
         )
+        self.dlq = Counter(
+            "tierflow_grader_dlq_total",
+            "Records sent to the DLQ, by reason (empty, invalid, future, currency, control, "
+            "unreadable, fold)", ["reason"], registry=r,
+        )
+        for reason in DLQ_REASONS:
+            self.dlq.labels(reason)
         self.evictions = Counter(
             "tierflow_grader_state_evictions_total",
             "Customers dropped from memory to stay within the budget", registry=r,

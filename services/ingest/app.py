@@ -42,7 +42,7 @@ def create_app(settings: IngestSettings, *, publisher: EventPublisher | None = N
     async def on_problem(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, IngestProblem)  # noqa: S101
         if exc.reason is not None:
-            metrics.count_rejections([exc.reason])
+            metrics.count_rejections([(exc.event_type, exc.reason)])
         return problem(
             exc.status, exc.title, detail=exc.detail, errors=exc.errors, headers=exc.headers
         )

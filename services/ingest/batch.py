@@ -71,7 +71,7 @@ class Settled:
 
     results: list[dict[str, Any]] = field(default_factory=list)
     outcomes: list[tuple[str, str]] = field(default_factory=list)
-    reasons: list[str] = field(default_factory=list)
+    reasons: list[tuple[str, str]] = field(default_factory=list)  # (type, reason)
     counts: dict[str, int] = field(
         default_factory=lambda: {"accepted": 0, "rejected": 0, "unavailable": 0}
     )
@@ -99,7 +99,7 @@ def settle(
             result: dict[str, Any] = {
                 "index": index, "event_id": event_id, "status": "rejected", "errors": check.errors
             }
-            out.reasons.append(check.reason)
+            out.reasons.append((label, check.reason))
         else:
             failure, label = next(pending), check.type
             result = _valid_result(index, check.event_id, failure)

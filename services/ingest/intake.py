@@ -20,9 +20,11 @@ class IngestProblem(TierflowError):
     def __init__(
         self, status: int, title: str, *, reason: str | None = None, detail: str | None = None,
         errors: Sequence[dict[str, Any]] | None = None, headers: dict[str, str] | None = None,
+        event_type: str = "request",
     ) -> None:
         super().__init__(title)
         self.status, self.title, self.reason = status, title, reason
+        self.event_type = event_type  # the metrics' `type` label of the rejection
         self.detail, self.errors, self.headers = detail, errors, headers
 
 

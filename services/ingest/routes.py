@@ -16,6 +16,7 @@ Batch answers, beyond the contract's `{"accepted", "rejected", "results"}`:
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from time import perf_counter
 from typing import Any
@@ -79,10 +80,12 @@ class EventRoutes:
         latest = self.rules.latest(datetime.now(UTC))
         checked = validate_json(body, rules=self.rules, latest=latest)
         if isinstance(checked, Rejection):
-            self.metrics.count_event(claimed(body)[1], "rejected")
+            label = claimed(body)[1]
+            self.metrics.count_event(label, "rejected")
             status, title = (400, "Malformed JSON") if checked.reason == "malformed" else (
                 422, "Invalid event")
-            raise IngestProblem(status, title, reason=checked.reason, errors=checked.errors)
+            raise IngestProblem(status, title, reason=checked.reason, errors=checked.errors,
+                                event_type=label)
         (failure,) = await self.publisher.publish([checked])
         if failure is not None:
             self.metrics.count_event(checked.type, "unavailable")
@@ -133,6 +136,20 @@ def events_router(routes: EventRoutes) -> APIRouter:
         (400, "The body is not JSON"), 415, (503, "The broker did not acknowledge in time: "
                                             "retry with the same event_ids"))
 
+    async def timed(route: str, answer: Callable[[Request], Awaitable[Response]],
+                    request: Request) -> Response:
+        started, status = perf_counter(), 500
+        try:
+            response = await answer(request)
+            status = response.status_code
+            return response
+        except IngestProblem as exc:
+            status = exc.status
+            raise
+        finally:
+            latency[route].observe(perf_counter() - started)
+            routes.metrics.count_response(route, status)
+
     @router.post("/events", status_code=202, response_model=None,
                  openapi_extra={"requestBody": openapi.one_body()}, responses={
                      202: ok(openapi.EventAccepted, "The broker acknowledged the event"),
@@ -140,11 +157,7 @@ def events_router(routes: EventRoutes) -> APIRouter:
                                                 " each field"))})
     async def post_event(request: Request) -> Response:
         """Publish one event (bearer key with `events:write`)."""
-        started = perf_counter()
-        try:
-            return await routes.one(request)
-        finally:
-            latency["/v1/events"].observe(perf_counter() - started)
+        return await timed("/v1/events", routes.one, request)
 
     @router.post("/events/batch", response_model=None,
                  openapi_extra={"requestBody": openapi.batch_body(limit)}, responses={
@@ -155,10 +168,6 @@ def events_router(routes: EventRoutes) -> APIRouter:
                          (422, 'A JSON body that is not {"events": [...]}'))})
     async def post_batch(request: Request) -> Response:
         """Publish up to `max_batch_events` events; valid ones are accepted regardless."""
-        started = perf_counter()
-        try:
-            return await routes.many(request)
-        finally:
-            latency["/v1/events/batch"].observe(perf_counter() - started)
+        return await timed("/v1/events/batch", routes.many, request)
 
     return router

@@ -91,9 +91,16 @@ async def store(db_url: str, count: int, tag: str) -> None:
             await conn.copy_records_to_table("customers", columns=repo.STAGE_COLUMNS,
                                               records=rows)
         await conn.execute("VACUUM ANALYZE customers")
-        print(f"stored {count:,} customers in {time.perf_counter() - started:.1f}s", flush=True)
+        print(f"stored {count:,} customers in {time.perf_counter() - started:.1f}s; "
+              f"{await table_size(conn, 'customers', count)}", flush=True)
     finally:
         await conn.close()
+
+
+async def table_size(conn: Any, table: str, rows: int) -> str:
+    """A table's size with its indexes and TOAST, in all and per row."""
+    size = int(await conn.fetchval("SELECT pg_total_relation_size($1::regclass)", table))
+    return f"{table}: {size / 2**20:,.0f} MiB with indexes, {size / max(rows, 1):,.0f} B per row"
 
 
 async def run_simulation(db_url: str, workers: int, count: int) -> Counter[tuple[str, Any, Any]]:
@@ -152,6 +159,8 @@ async def run_apply(db_url: str, bootstrap: str, consumers: int, tag: str,
             rows = await conn.fetch(
                 "SELECT payload::text FROM tier_changes WHERE payload->>'reason' = 'policy' "
                 "AND payload->>'type' = 'tier.changed'")
+            changes = int(await conn.fetchval("SELECT count(*) FROM tier_changes"))
+            print(await table_size(conn, "tier_changes", changes), flush=True)
         finally:
             await conn.close()
     finally:

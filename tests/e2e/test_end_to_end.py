@@ -4,6 +4,7 @@ over HTTP come out as tiers in a lookup and as tier-change messages on the topic
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -115,3 +116,40 @@ async def _changes(broker: str, topic: str, customer: str, *, wanted: int) -> li
     finally:
         await consumer.stop()
     return found
+
+
+ROOT = Path(__file__).resolve().parents[2]
+REFERENCED = re.compile(r"\btierflow_[a-z0-9_]+")
+TYPED = re.compile(r"^# TYPE (tierflow_[a-z0-9_]+) (\w+)$", re.MULTILINE)
+
+
+def exposed(text: str) -> set[str]:
+    """Every tierflow series name a /metrics page can carry, from its TYPE lines (a family
+    with no labelled child yet still has them)."""
+    names = set()
+    for name, kind in TYPED.findall(text):
+        names.add(name)
+        if kind == "histogram":
+            names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+    return names
+
+
+async def test_every_metric_the_dashboard_and_the_alerts_use_is_exposed(
+        system: dict[str, Service]) -> None:
+    """The Grafana dashboard and the alert rules in deploy/ against the live processes'
+    /metrics (not against the source: a metric defined but never registered fails here)."""
+    for service in system.values():
+        await service.ready(timeout=60)
+    async with httpx.AsyncClient(timeout=10) as client:
+        pages = {name: (await client.get(f"{s.url}/metrics")).text
+                 for name, s in system.items()}
+    live = set().union(*(exposed(text) for text in pages.values()))
+    dashboard = (ROOT / "deploy/grafana/dashboards/tierflow.json").read_text(encoding="utf-8")
+    alerts = (ROOT / "deploy/prometheus/alerts.yml").read_text(encoding="utf-8")
+    for source, text in (("dashboard", dashboard), ("alerts", alerts)):
+        used = set(REFERENCED.findall(text))
+        assert used, source
+        assert sorted(used - live) == [], f"{source} uses metrics no process exposes"
+    # Every label value set is bounded: no customer or event id ever becomes a label.
+    for text in pages.values():
+        assert not re.search(r'(customer|event)(_id)?="', text)

@@ -86,3 +86,8 @@ async def test_poison_goes_to_the_dlq_and_the_partition_moves_on(
     truncated = [value for reason, value in letters if len(value) < HUGE and value[:1] == b"{"]
     assert truncated, "the oversize record was not dead-lettered (truncated)"
     assert "tierflow_grader_stalled_seconds 0.0" in metrics_text
+    # By reason: the NUL and the oversize record are invalid, the refunds past the total fold
+    # no more (the metrics are counted when the checkpoint commits, before the lookup).
+    assert 'tierflow_grader_dlq_total{reason="invalid"} 2.0' in metrics_text
+    assert f'tierflow_grader_dlq_total{{reason="fold"}} {REFUNDS - 922}.0' in metrics_text
+    assert 'tierflow_grader_dlq_total{reason="control"} 0.0' in metrics_text

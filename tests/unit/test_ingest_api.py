@@ -241,6 +241,8 @@ async def test_broker_unavailable_is_503(client: httpx.AsyncClient, fake: FakePu
     assert response.headers["content-type"] == PROBLEM
     assert int(response.headers["retry-after"]) > 0
     assert (await client.get("/readyz")).status_code == 503
+    assert await metric(
+        client, 'tierflow_ingest_responses_total{route="/v1/events",status="5xx"}') == 1
 
 
 async def test_health_and_metrics(client: httpx.AsyncClient) -> None:
@@ -252,8 +254,10 @@ async def test_health_and_metrics(client: httpx.AsyncClient) -> None:
     await post(client, event(data={"amount": "1", "currency": "USD"}))
     text = (await client.get("/metrics")).text
     assert 'tierflow_ingest_events_total{outcome="accepted",type="purchase"}' in text
-    assert 'tierflow_ingest_rejections_total{reason="currency"} 1.0' in text
+    assert 'tierflow_ingest_rejections_total{reason="currency",type="purchase"} 1.0' in text
     assert 'tierflow_ingest_request_seconds_count{route="/v1/events"}' in text
+    assert 'tierflow_ingest_responses_total{route="/v1/events",status="2xx"} 1.0' in text
+    assert 'tierflow_ingest_responses_total{route="/v1/events",status="4xx"} 1.0' in text
     assert WRITER not in text
 
 
@@ -287,7 +291,14 @@ async def test_batch_ndjson(client: httpx.AsyncClient, fake: FakePublisher) -> N
     assert (body["accepted"], body["rejected"]) == (3, 1)
     assert body["results"][3]["status"] == "rejected"
     assert [e.event_id for e in fake.published] == [d["event_id"] for d in docs]
-    assert await metric(client, 'tierflow_ingest_rejections_total{reason="malformed"}') >= 1
+    assert await metric(
+        client, 'tierflow_ingest_rejections_total{reason="malformed",type="unknown"}') >= 1
+    # A batch refused as a whole: no event was read, the type is `request`.
+    response = await client.post("/v1/events/batch", content=b"{not json",
+                                 headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert await metric(
+        client, 'tierflow_ingest_rejections_total{reason="malformed",type="request"}') >= 1
 
 
 async def test_batch_over_limit_is_413(client: httpx.AsyncClient, fake: FakePublisher) -> None:

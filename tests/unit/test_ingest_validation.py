@@ -152,7 +152,7 @@ def test_settle_joins_results_in_order() -> None:
     assert settled.outcomes == [
         ("purchase", "accepted"), ("unknown", "rejected"), ("purchase", "unavailable")
     ]
-    assert settled.reasons == ["validation"]
+    assert settled.reasons == [("unknown", "validation")]
     answer = settled.answer()
     assert (answer["accepted"], answer["rejected"], answer["unavailable"]) == (1, 1, 1)
     assert settled.results[2]["errors"][0]["reason"].startswith("no ack")

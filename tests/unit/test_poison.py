@@ -75,7 +75,7 @@ def accepted(doc: dict[str, Any]) -> bytes:
 @given(st.one_of(valid_docs(), mutated_docs()))
 def test_anything_ingest_accepts_is_graded_or_dead_lettered(doc: dict[str, Any]) -> None:
     raw = accepted(doc)
-    event, error = validate(record(raw), currency="CNY", max_future_s=300)
+    event, error, _ = validate(record(raw), currency="CNY", max_future_s=300)
     assert event is not None, f"ingest accepted what the grader refuses: {error}"
     grade_and_store(CustomerState(event.customer_id), [event])
 
@@ -86,7 +86,7 @@ def test_many_events_for_one_customer_fold_or_are_refused(docs: list[dict[str, A
     events = []
     for doc in docs:
         doc["customer_id"] = "c-1"
-        event, _ = validate(record(accepted(doc)), currency="CNY", max_future_s=300)
+        event, _, _ = validate(record(accepted(doc)), currency="CNY", max_future_s=300)
         assert event is not None
         events.append(event)
     grade_and_store(CustomerState("c-1"), events)
@@ -100,7 +100,7 @@ def test_a_thousand_refunds_of_the_maximum_fold_until_the_total_is_full() -> Non
            "data": {"amount": "1000000000000", "currency": "CNY"}}
     raw = as_sent(doc)
     assert ingest_accepts(raw)
-    event, _ = validate(record(raw), currency="CNY", max_future_s=300)
+    event, _, _ = validate(record(raw), currency="CNY", max_future_s=300)
     state = CustomerState("c-1")
     assert grade_and_store(state, [event] * 1000) == 78
     assert state.aggregates.refunds_total == 922 * Decimal("1e12") * 10_000
@@ -117,5 +117,5 @@ def test_nul_in_a_category_is_refused_by_ingest_and_by_the_grader() -> None:
     assert isinstance(verdict, Rejection)
     assert verdict.errors == [{"field": "data.category",
                                "reason": "must not contain NUL characters"}]
-    event, error = validate(record(raw), currency="CNY", max_future_s=300)
-    assert event is None and "NUL" in error
+    event, error, reason = validate(record(raw), currency="CNY", max_future_s=300)
+    assert event is None and "NUL" in error and reason == "invalid"
