@@ -130,7 +130,7 @@ def value_problems(compose: dict[str, Any]) -> list[str]:
         settings = SETTINGS_BY_COMMAND.get(cmd)
         if settings is None:
             continue
-        values = {
+        values: dict[str, Any] = {
             field_of(var): interpolate(value, SAMPLE_DOTENV)
             for var, value in environment(service).items()
             if var.startswith("TIERFLOW_") and field_of(var) in settings.model_fields
@@ -149,13 +149,27 @@ def value_problems(compose: dict[str, Any]) -> list[str]:
     return problems
 
 
-def published_ports(service: dict[str, Any]) -> list[tuple[int, int]]:
-    """(host, container) pairs of a service's short-syntax `ports`."""
-    pairs = []
+def port_mappings(
+    service: dict[str, Any], dotenv: dict[str, str] = SAMPLE_DOTENV,
+) -> list[tuple[int | None, int]]:
+    """(host port, container port) of each of a service's `ports`, short or long syntax,
+    `${VAR}` resolved from `dotenv`; the host port is None where Docker picks one (`"8091"`)."""
+    pairs: list[tuple[int | None, int]] = []
     for entry in service.get("ports", []):
-        host, _, container = str(entry).rpartition(":")
-        pairs.append((int(host.rpartition(":")[2] or container), int(container)))
+        if isinstance(entry, dict):
+            published = interpolate(str(entry.get("published") or ""), dotenv)
+            pairs.append((int(published) if published else None, int(entry["target"])))
+            continue
+        text = interpolate(str(entry), dotenv).partition("/")[0]
+        host, _, container = text.rpartition(":")
+        host_port = host.rpartition(":")[2]  # drops a leading host IP
+        pairs.append((int(host_port) if host_port else None, int(container)))
     return pairs
+
+
+def published_ports(service: dict[str, Any]) -> list[tuple[int, int]]:
+    """(host, container) pairs of a service's `ports` (host = container when not given)."""
+    return [(host or container, container) for host, container in port_mappings(service)]
 
 
 def scraped_ports(prometheus: dict[str, Any]) -> dict[str, int]:
@@ -207,6 +221,110 @@ def topic_problems(compose: dict[str, Any]) -> list[str]:
     problems = [] if created == wanted else [f"kafka-init creates {created}, code uses {wanted}"]
     if int(init["EVENTS_PARTITIONS"]) != defaults["events_partitions"].default:
         problems.append("kafka-init EVENTS_PARTITIONS differs from events_partitions")
+    return problems
+
+
+def listeners(value: str) -> dict[str, tuple[str, int]]:
+    """`PLAINTEXT://kafka:9092,EXTERNAL://:9094` -> {name: (host, port)}."""
+    found = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, _, address = item.partition("://")
+        host, _, port = address.rpartition(":")
+        assert name not in found, f"listener {name} given twice"
+        found[name] = (host, int(port))
+    return found
+
+
+def kafka_problems(
+    compose: dict[str, Any], dotenv: dict[str, str] = SAMPLE_DOTENV,
+) -> list[str]:
+    """The broker's listeners agree with each other; the services use the internal one; an
+    external one is advertised and published on the same host port, and only it is."""
+    kafka = compose["services"]["kafka"]
+    env = {k: interpolate(v, dotenv) for k, v in environment(kafka).items()}
+    bound = listeners(env.get("KAFKA_LISTENERS", ""))
+    advertised = listeners(env.get("KAFKA_ADVERTISED_LISTENERS", ""))
+    protocols = dict(
+        item.strip().partition(":")[::2]
+        for item in env.get("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "").split(",") if item
+    )
+    controllers = set(filter(None, env.get("KAFKA_CONTROLLER_LISTENER_NAMES", "").split(",")))
+    inter = env.get("KAFKA_INTER_BROKER_LISTENER_NAME", "")
+    problems = []
+    if set(protocols) != set(bound):
+        problems.append(f"the security protocol map names {sorted(protocols)}, the listeners"
+                        f" are {sorted(bound)}")
+    if not set(protocols.values()) <= {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}:
+        problems.append(f"unknown security protocols in {protocols}")
+    if set(advertised) - set(bound):
+        problems.append(f"advertised but not listened on: {sorted(set(advertised) - set(bound))}")
+    if not controllers or controllers - set(bound) or controllers & set(advertised):
+        problems.append(f"controller listeners {sorted(controllers)}: must be listened on"
+                        " and not advertised")
+    voters = env.get("KAFKA_CONTROLLER_QUORUM_VOTERS", "")
+    controller_ports = {bound[name][1] for name in controllers & set(bound)}
+    if any(int(v.rpartition(":")[2]) not in controller_ports for v in voters.split(",")):
+        problems.append(f"quorum voters {voters} are not on a controller listener's port")
+    if inter not in advertised or inter in controllers:
+        problems.append(f"inter-broker listener {inter!r} is not an advertised broker listener")
+        return problems
+    internal = "{}:{}".format(*advertised[inter])
+    if advertised[inter][0] not in {"kafka", kafka.get("hostname")}:
+        problems.append(f"the internal listener advertises {internal}, not the service name")
+    for name, cmd, service in tierflow_services(compose):
+        if cmd in SETTINGS_BY_COMMAND and environment(service).get(
+                "TIERFLOW_KAFKA_BOOTSTRAP") != internal:
+            problems.append(f"{name}: TIERFLOW_KAFKA_BOOTSTRAP is not {internal}")
+    external = set(advertised) - controllers - {inter}
+    if not external:
+        problems.append("no listener is advertised for clients outside Docker")
+    published = {container: host for host, container in port_mappings(kafka, dotenv)}
+    for name in sorted(external & set(bound)):
+        host, port = advertised[name]
+        if host in {"kafka", kafka.get("hostname")}:
+            problems.append(f"{name} advertises {host}, a name only the Docker network knows")
+        if published.get(bound[name][1]) != port:
+            problems.append(f"{name} is advertised on port {port}, but container port"
+                            f" {bound[name][1]} is published on {published.get(bound[name][1])}")
+    outside_ports = {bound[name][1] for name in external & set(bound)}
+    for container in sorted(set(published) - outside_ports):
+        problems.append(f"kafka publishes {container}, which is not an external listener")
+    return problems
+
+
+def dns_discovered(prometheus: dict[str, Any]) -> set[str]:
+    """Names Prometheus resolves to every address behind them (DNS A records)."""
+    return {
+        name
+        for job in prometheus["scrape_configs"]
+        for dns in job.get("dns_sd_configs", []) if dns.get("type") == "A"
+        for name in dns["names"]
+    }
+
+
+def scalable(service: dict[str, Any]) -> bool:
+    """Run as several replicas: the grader's consumers, or anything given `replicas`."""
+    return ("replicas" in (service.get("deploy") or {})
+            or environment(service).get("TIERFLOW_GRADER_ROLE") == "consumer")
+
+
+def scaling_problems(compose: dict[str, Any], prometheus: dict[str, Any]) -> list[str]:
+    """`docker compose up --scale NAME=N` works for every scalable service, and Prometheus
+    scrapes each replica: no fixed host port, no container name, found by DNS."""
+    problems = []
+    names = [name for name, service in compose["services"].items() if scalable(service)]
+    if not any(environment(compose["services"][name]).get("TIERFLOW_GRADER_ROLE") == "consumer"
+               for name in names):
+        problems.append("no service runs the grader's consumers on their own")
+    for name in names:
+        service = compose["services"][name]
+        fixed = [host for host, _ in port_mappings(service) if host is not None]
+        if fixed:
+            problems.append(f"{name}: publishes host port(s) {fixed}; a second replica cannot")
+        if "container_name" in service:
+            problems.append(f"{name}: container_name allows one container only")
+        if name not in dns_discovered(prometheus):
+            problems.append(f"{name}: Prometheus does not find its replicas by DNS (type A)")
     return problems
 
 
@@ -299,22 +417,41 @@ def read_dotenv(path: Path) -> dict[str, str]:
     return values
 
 
+SECRET_FIELDS = frozenset({"database_url", "api_keys", "webhook_secrets_key"})
+
+
+def placeholder_problems(compose: dict[str, Any], dotenv: dict[str, str]) -> list[str]:
+    """With `dotenv` as `.env`, every process must refuse to start, calling exactly its
+    secrets placeholders, and never repeating one."""
+    problems = []
+    for name, cmd, service in tierflow_services(compose):
+        settings = SETTINGS_BY_COMMAND.get(cmd)
+        if settings is None:  # not a process: the subcommand checks say so
+            continue
+        values: dict[str, Any] = {
+            field_of(var): interpolate(value, dotenv)
+            for var, value in environment(service).items() if var.startswith("TIERFLOW_")
+        }
+        try:
+            settings(_env_file=None, **values)
+        except ValidationError as exc:
+            errors = exc.errors(include_input=False)
+        else:
+            problems.append(f"{name}: starts with the placeholders")
+            continue
+        flagged = {str(e["loc"][0]) for e in errors if "placeholder" in e["msg"]}
+        if flagged != SECRET_FIELDS & values.keys():
+            problems.append(f"{name}: placeholders found in {sorted(flagged)}, expected"
+                            f" {sorted(SECRET_FIELDS & values.keys())}")
+        if any("replace-with" in e["msg"] or "change-me" in e["msg"] for e in errors):
+            problems.append(f"{name}: an error repeats a placeholder")
+    return problems
+
+
 def test_the_env_example_placeholders_do_not_pass_validation(compose: dict[str, Any]) -> None:
     """A copy of deploy/env.example left unfilled: every process refuses to start, naming
     each placeholder, and never repeating it."""
-    example = read_dotenv(ENV_EXAMPLE)
-    secrets = {"database_url", "api_keys", "webhook_secrets_key"}
-    for name, cmd, service in tierflow_services(compose):
-        values = {
-            field_of(var): interpolate(value, example)
-            for var, value in environment(service).items() if var.startswith("TIERFLOW_")
-        }
-        with pytest.raises(ValidationError) as caught:
-            SETTINGS_BY_COMMAND[cmd](_env_file=None, **values)
-        errors = caught.value.errors(include_input=False)
-        flagged = {str(e["loc"][0]) for e in errors if "placeholder" in e["msg"]}
-        assert flagged == secrets & values.keys(), name
-        assert not any("replace-with" in e["msg"] or "change-me" in e["msg"] for e in errors)
+    assert placeholder_problems(compose, read_dotenv(ENV_EXAMPLE)) == []
 
 
 @pytest.mark.parametrize("field,value", [
@@ -323,7 +460,8 @@ def test_the_env_example_placeholders_do_not_pass_validation(compose: dict[str, 
 ])
 def test_placeholders_from_the_docs_are_refused_too(field: str, value: str) -> None:
     with pytest.raises(ValidationError, match="placeholder"):
-        CommonSettings(_env_file=None, **{field: value})
+        given: dict[str, Any] = {field: value}
+        CommonSettings(_env_file=None, **given)
 
 
 def test_ports_equal_the_settings_defaults(
@@ -334,6 +472,20 @@ def test_ports_equal_the_settings_defaults(
 
 def test_topics_created_equal_the_settings_defaults(compose: dict[str, Any]) -> None:
     assert topic_problems(compose) == []
+
+
+def test_kafka_listeners_agree_and_one_is_reachable_from_outside(
+    compose: dict[str, Any],
+) -> None:
+    assert kafka_problems(compose) == []
+    # Moved by .env, the advertised address and the published port move together.
+    moved = {**SAMPLE_DOTENV, "KAFKA_EXTERNAL_HOST": "kafka.example.com",
+             "KAFKA_EXTERNAL_PORT": "19094", "KAFKA_EXTERNAL_BIND": "0.0.0.0"}  # noqa: S104
+    assert kafka_problems(compose, moved) == []
+
+
+def test_the_grader_consumers_scale(compose: dict[str, Any], prometheus: dict[str, Any]) -> None:
+    assert scaling_problems(compose, prometheus) == []
 
 
 def project() -> dict[str, Any]:
@@ -486,6 +638,95 @@ def test_the_checks_catch_mistakes(
         *port_problems(broken, prometheus), *topic_problems(broken),
     ]
     assert found
+
+
+def _kafka_env(doc: dict[str, Any]) -> dict[str, str]:
+    env: dict[str, str] = doc["services"]["kafka"]["environment"]
+    return env
+
+
+def _external_not_advertised(doc: dict[str, Any]) -> None:
+    _kafka_env(doc)["KAFKA_ADVERTISED_LISTENERS"] = "PLAINTEXT://kafka:9092"
+
+
+def _listener_missing_from_the_map(doc: dict[str, Any]) -> None:
+    _kafka_env(doc)["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"] = (
+        "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT")
+
+
+def _advertised_but_not_listened_on(doc: dict[str, Any]) -> None:
+    _kafka_env(doc)["KAFKA_LISTENERS"] = "PLAINTEXT://:9092,CONTROLLER://:9093"
+
+
+def _external_advertised_as_the_network_name(doc: dict[str, Any]) -> None:
+    _kafka_env(doc)["KAFKA_ADVERTISED_LISTENERS"] = "PLAINTEXT://kafka:9092,EXTERNAL://kafka:9094"
+
+
+def _external_not_published(doc: dict[str, Any]) -> None:
+    del doc["services"]["kafka"]["ports"]
+
+
+def _published_on_another_port(doc: dict[str, Any]) -> None:
+    doc["services"]["kafka"]["ports"] = ["127.0.0.1:19094:9094"]
+
+
+def _internal_listener_published(doc: dict[str, Any]) -> None:
+    doc["services"]["kafka"]["ports"].append("9092:9092")
+
+
+def _inter_broker_on_an_unknown_listener(doc: dict[str, Any]) -> None:
+    _kafka_env(doc)["KAFKA_INTER_BROKER_LISTENER_NAME"] = "INTERNAL"
+
+
+def _services_on_the_external_listener(doc: dict[str, Any]) -> None:
+    doc["services"]["ingest"]["environment"]["TIERFLOW_KAFKA_BOOTSTRAP"] = "localhost:9094"
+
+
+def _consumer_on_a_fixed_host_port(doc: dict[str, Any]) -> None:
+    doc["services"]["grader-consumer"]["ports"] = ["8091:8091"]
+
+
+def _consumer_with_a_container_name(doc: dict[str, Any]) -> None:
+    doc["services"]["grader-consumer"]["container_name"] = "tierflow-grader-consumer"
+
+
+def _consumer_scraped_once(doc: dict[str, Any]) -> None:
+    doc["services"]["grader-consumer-copy"] = doc["services"].pop("grader-consumer")
+
+
+def _no_consumer_role(doc: dict[str, Any]) -> None:
+    doc["services"]["grader-consumer"]["environment"]["TIERFLOW_GRADER_ROLE"] = "all"
+    del doc["services"]["grader-consumer"]["deploy"]
+
+
+@pytest.mark.parametrize("mistake,checker", [
+    (_external_not_advertised, kafka_problems),
+    (_listener_missing_from_the_map, kafka_problems),
+    (_advertised_but_not_listened_on, kafka_problems),
+    (_external_advertised_as_the_network_name, kafka_problems),
+    (_external_not_published, kafka_problems),
+    (_published_on_another_port, kafka_problems),
+    (_internal_listener_published, kafka_problems),
+    (_inter_broker_on_an_unknown_listener, kafka_problems),
+    (_services_on_the_external_listener, kafka_problems),
+    (_consumer_on_a_fixed_host_port, scaling_problems),
+    (_consumer_with_a_container_name, scaling_problems),
+    (_consumer_scraped_once, scaling_problems),
+    (_no_consumer_role, scaling_problems),
+])
+def test_the_kafka_and_scaling_checks_catch_mistakes(
+    compose: dict[str, Any], prometheus: dict[str, Any], mistake: Any, checker: Any,
+) -> None:
+    broken = copy.deepcopy(compose)
+    mistake(broken)
+    args = (broken, prometheus) if checker is scaling_problems else (broken,)
+    assert checker(*args)
+
+
+def test_the_placeholder_check_catches_a_secret_left_out() -> None:
+    """A process given a real-looking password instead of the placeholder would start."""
+    dotenv = {**read_dotenv(ENV_EXAMPLE), "POSTGRES_PASSWORD": "pw"}
+    assert any("placeholders found" in p for p in placeholder_problems(load_yaml(COMPOSE), dotenv))
 
 
 def test_the_metric_check_catches_an_undefined_metric() -> None:
