@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.metrics import metrics_response
@@ -280,11 +281,53 @@ class BodyLimit:
                            f"the body may hold at most {self.limit} bytes")
 
 
-def install_problem_handlers(app: FastAPI) -> None:
-    """Every error leaves as problem+json, never as FastAPI's default shape."""
+def routing_problem(request: Request, exc: StarletteHTTPException) -> Response | None:
+    """The problem for what the router refuses by itself: a path no route serves (`404`)
+    and a method no route of the path takes (`405`, with `Allow`); None for an error a
+    route raised. Starlette raises both with only the status's phrase, which said nothing
+    of what was asked."""
+    path, method = request.url.path, request.method
+    scope = request.scope
+    if exc.status_code == 404 and "route" not in scope and "endpoint" not in scope:
+        # No route matched at all (a route that did leaves its own in the scope).
+        return problem(404, "Not Found", detail=f"No route serves {path}: /openapi.json "
+                       "lists the routes of this process")
+    if exc.status_code == 405:
+        # Starlette's Allow names the methods of the first route of the path only; a path
+        # served by several routes (GET and POST /v1/subscriptions) takes them all.
+        allowed = _methods_of_path(request)
+        if allowed and method not in allowed:  # the path matched, the method did not
+            return problem(405, "Method Not Allowed",
+                           headers={**(exc.headers or {}), "Allow": ", ".join(allowed)},
+                           detail=f"{path} answers {', '.join(allowed)}, not {method}")
+    return None
 
-    async def on_http(_: Request, exc: Exception) -> Response:
+
+PROBED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _methods_of_path(request: Request) -> list[str]:
+    """The methods some route of the app takes at the request's path, each asked of the
+    app's routes as its router asks them, on a copy of the request's scope."""
+    allowed = []
+    for method in PROBED_METHODS:
+        probe = {key: dict(value) if isinstance(value, dict) else value
+                 for key, value in request.scope.items()}
+        probe["method"] = method
+        if any(route.matches(probe)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Every error leaves as problem+json, never as FastAPI's default shape: also a path
+    no route serves (`404`) and a wrong method (`405` with `Allow`)."""
+
+    async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)  # noqa: S101
+        routing = routing_problem(request, exc)
+        if routing is not None:
+            return routing
         return problem(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
 
     async def on_body(_: Request, exc: Exception) -> Response:
@@ -299,7 +342,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         return failed(exc)
 
     # Starlette's class, which FastAPI's extends: FastAPI raises Starlette's itself (a JSON
-    # body that is not UTF-8), and so does the router (405).
+    # body that is not UTF-8), and so does the router (404, 405).
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(BodyRefused, on_body)
     app.add_exception_handler(RequestValidationError, on_validation)

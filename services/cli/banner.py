@@ -52,6 +52,18 @@ def _lookup(grader_url: str, key: str | None) -> str:
     return f"  curl -sS -H {auth} {grader_url}/v1/customers/c-1"
 
 
+def dashboard_url(grader_url: str) -> str:
+    """The dashboard page: `/` of the grader's API."""
+    return grader_url.rstrip("/") + "/"
+
+
+def _page_key(summary: Summary) -> str:
+    """What to type into the dashboard page: it asks for a key that may read tiers."""
+    if summary.api_key:
+        return "type the admin key below into the page"
+    return "type a key with the tiers:read scope into the page"
+
+
 def banner_lines(summary: Summary, *, now: datetime) -> list[str]:
     """The lines to print once the system is up."""
     urls = summary.urls
@@ -60,6 +72,7 @@ def banner_lines(summary: Summary, *, now: datetime) -> list[str]:
         lines.append(f"  ingest     {urls['ingest']}   (POST /v1/events, /v1/events/batch)")
     if "grader" in urls:
         lines.append(f"  grader     {urls['grader']}   (lookups, stats, policy)")
+        lines.append(f"  dashboard  {dashboard_url(urls['grader'])}   ({_page_key(summary)})")
     if "notifier" in urls:
         lines.append(f"  notifier   {urls['notifier']}   (tier changes: the tier-changes topic,"
                      " webhooks)")

@@ -16,10 +16,13 @@ from typing import Any
 CHINA = timezone(timedelta(hours=8))
 CURRENCY = "CNY"
 HISTORY_DAYS = 729
+# Out of 100 (see `persona_of`). Together they fill every tier of every ladder of the
+# default policy and every quadrant of the dashboard's value-against-loyalty scatter
+# (spend_365d against orders_365d, split at the `tier` ladder's bars: 10,000 and 12).
 PERSONA_WEIGHTS = (
-    ("vip", 3), ("important", 10), ("referrer", 4), ("regular", 30), ("one_time", 12),
-    ("prospect", 12), ("new", 8), ("churned", 10), ("complainer", 5), ("promoter", 3),
-    ("detractor", 3),
+    ("vip", 3), ("important", 10), ("referrer", 4), ("regular", 24), ("frequent", 6),
+    ("one_time", 12), ("prospect", 12), ("new", 8), ("churned", 10), ("complainer", 5),
+    ("promoter", 3), ("detractor", 3),
 )
 PERSONAS = tuple(name for name, _ in PERSONA_WEIGHTS)
 _SLOTS = tuple(name for name, weight in PERSONA_WEIGHTS for _ in range(weight))
@@ -163,6 +166,17 @@ def _regular(h: History) -> None:
                    nps=h.between(6, 9) if h.rng.random() < 0.5 else None)
 
 
+def _frequent(h: History) -> None:
+    # Small baskets, often: at least 12 orders a year (the `tier` ladder's bar on orders)
+    # but at most 28 × 330 = 9,240 a year, below its 10,000 on spend: loyal, not valuable.
+    h.purchases(h.between(14, 28), 0, 364, 40, 330)
+    h.purchases(h.between(6, 20), 365, HISTORY_DAYS, 40, 330)
+    h.refunds(0.03)
+    h.interactions(h.between(10, 40), 0, HISTORY_DAYS)
+    if h.rng.random() < 0.4:
+        h.feedback(h.day(0, 200), rating=h.between(3, 5), nps=h.between(7, 10))
+
+
 def _one_time(h: History) -> None:
     h.purchases(1, 31, 700, 80, 1500)
     h.interactions(h.between(0, 4), 0, HISTORY_DAYS)
@@ -214,8 +228,9 @@ def _detractor(h: History) -> None:
 
 BUILDERS: dict[str, Callable[[History], None]] = {
     "vip": _vip, "important": _important, "referrer": _referrer, "regular": _regular,
-    "one_time": _one_time, "prospect": _prospect, "new": _new, "churned": _churned,
-    "complainer": _complainer, "promoter": _promoter, "detractor": _detractor,
+    "frequent": _frequent, "one_time": _one_time, "prospect": _prospect, "new": _new,
+    "churned": _churned, "complainer": _complainer, "promoter": _promoter,
+    "detractor": _detractor,
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,21 @@ async def test_a_lookup_of_an_impossible_id_is_422(migrated_pg: str, ids: bytes)
                                    headers={"Content-Type": "application/json"})
     body = assert_problem(answer, 422)
     assert body["errors"][0]["field"].startswith("body.customer_ids.")
+
+
+async def test_a_job_id_that_is_not_a_uuid_is_no_job(migrated_pg: str) -> None:
+    """An id that is not a UUID names no job: `404`, as an unknown UUID is (it was a
+    `422`), and the route documents `404` for both and no `422`."""
+    unknown = str(uuid.uuid4())
+    async with running(grader(migrated_pg)) as client:
+        answers = {job_id: await client.get(f"/v1/jobs/{job_id}")
+                   for job_id in ("not-a-uuid", "12345", unknown[:-1], "a%00b", unknown)}
+        document = (await client.get("/openapi.json")).json()
+    documented = document["paths"]["/v1/jobs/{job_id}"]["get"]
+    for job_id, answer in answers.items():
+        body = assert_problem(answer, 404)
+        assert body["status"] == 404 and body["title"].startswith("No job"), job_id
+    assert "422" not in documented["responses"] and "404" in documented["responses"]
 
 
 def policy_with_label(label: str) -> dict[str, Any]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from services.cli import build_parser
 from services.cli.demo_data import (
     PERSONA_WEIGHTS,
     PERSONAS,
@@ -18,6 +19,11 @@ from services.cli.demo_data import (
     persona_counts,
     persona_of,
 )
+from services.grader.dashboard import threshold
+from services.grader.grading.aggregates import apply
+from services.grader.grading.customer import CustomerState, grade_customer
+from services.grader.grading.metrics import Metrics, compute_metrics
+from services.grader.grading.policy import ActivePolicy, default_policy_document
 from shared.events import parse_event_obj
 
 NOW = datetime(2026, 3, 14, 6, 30, tzinfo=UTC)
@@ -165,3 +171,65 @@ def test_feedback_personas(by_persona: dict[str, list[list[dict[str, Any]]]]) ->
 def test_naive_now_is_refused() -> None:
     with pytest.raises(ValueError, match="timezone"):
         generate(1, seed=1, now=datetime(2026, 1, 1))  # noqa: DTZ001 - the point of the test
+
+
+def test_frequent_buyers_buy_often_and_small(
+    by_persona: dict[str, list[list[dict[str, Any]]]],
+) -> None:
+    for history in by_persona["frequent"]:
+        assert len([e for e in of_type(history, "purchase") if days_ago(e) < 365]) >= 12
+        assert spend_365d(history) < 10_000
+
+
+# --- what the demo shows: `tierflow demo` as run without options, graded for real ----------
+
+SCATTER = ("spend_365d", "orders_365d")  # the dashboard scatter's default x and y
+
+
+@pytest.fixture(scope="module")
+def demo_graded() -> tuple[ActivePolicy, dict[str, CustomerState], dict[str, Metrics]]:
+    """The history `tierflow demo` sends by default (its size and seed, as its command line
+    reads them), folded and graded under the default policy by the grader's own pure
+    code; each customer's state and scatter metrics, as of NOW."""
+    options = build_parser().parse_args(["demo"])
+    active = ActivePolicy.from_document(1, default_policy_document())
+    states: dict[str, CustomerState] = {}
+    for doc in generate(options.customers, seed=options.seed, now=NOW):
+        state = states.setdefault(doc["customer_id"], CustomerState.new(doc["customer_id"]))
+        apply(state.aggregates, parse_event_obj(doc))
+    assert len(states) == options.customers  # every customer sends at least one event
+    metrics = {}
+    for cid, state in states.items():
+        grade_customer(state, active, now=NOW, today=NOW.date(), reason="event")
+        metrics[cid] = compute_metrics(state.aggregates, NOW.date(), SCATTER)
+    return active, states, metrics
+
+
+def test_the_demo_fills_every_tier_of_every_ladder(
+    demo_graded: tuple[ActivePolicy, dict[str, CustomerState], dict[str, Metrics]],
+) -> None:
+    """Every bar of the dashboard's distribution has customers (at least 1% of them)."""
+    active, states, _ = demo_graded
+    for ladder in active.policy.ladders:
+        counts = Counter(state.ladders[ladder.name].tier for state in states.values())
+        for tier in ladder.tiers:
+            assert counts[tier.name] >= len(states) // 100, (ladder.name, tier.name, counts)
+
+
+def test_the_demo_fills_every_quadrant_of_the_scatter(
+    demo_graded: tuple[ActivePolicy, dict[str, CustomerState], dict[str, Metrics]],
+) -> None:
+    """Value against loyalty, split where the page draws its lines (the `tier` ladder's
+    lowest bars: spend_365d 10,000 and orders_365d 12): each quadrant holds at least 2%
+    of the customers."""
+    active, states, metrics = demo_graded
+    ladder = active.policy.ladders[0]  # the scatter's default ladder
+    x_line, y_line = (threshold(active, ladder, metric) for metric in SCATTER)
+    assert (ladder.name, x_line, y_line) == ("tier", 10_000, 12)
+    quadrants: Counter[tuple[bool, bool]] = Counter()
+    for figures in metrics.values():
+        spend, orders = figures["spend_365d"], figures["orders_365d"]
+        assert spend is not None and orders is not None
+        quadrants[spend >= x_line, orders >= y_line] += 1
+    for quadrant in ((True, True), (True, False), (False, True), (False, False)):
+        assert quadrants[quadrant] >= len(states) * 0.02, quadrants

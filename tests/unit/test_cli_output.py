@@ -123,10 +123,30 @@ def test_banner_shows_urls_key_and_a_valid_example() -> None:
               "notifier": "http://127.0.0.1:8082"},
     )
     now = datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
-    text = "\n".join(banner_lines(summary, now=now))
+    lines = banner_lines(summary, now=now)
+    text = "\n".join(lines)
     for needle in ("http://127.0.0.1:8081/", "k" * 32, "/d", "8082/metrics", "curl"):
         assert needle in text
+    assert ("  dashboard  http://127.0.0.1:8081/   (type the admin key below into the page)"
+            in lines)
+    labels = [line.split()[0] if line.strip() else "" for line in lines]
+    assert labels.index("dashboard") < labels.index("API")  # the key is "below"
     parse_event(example_event(now))
+
+
+def test_banner_names_the_scope_the_dashboard_needs_when_it_prints_no_key() -> None:
+    summary = Summary(
+        data_dir=Path("/d"), database="embedded", broker="embedded (memory only)",
+        api_key=None, key_note="(keys from TIERFLOW_API_KEYS)",
+        urls={"grader": "http://[::1]:9081"},
+    )
+    lines = banner_lines(summary, now=datetime(2026, 1, 2, 3, 4, tzinfo=UTC))
+    assert ("  dashboard  http://[::1]:9081/   (type a key with the tiers:read scope into the"
+            " page)") in lines
+    no_grader = Summary(data_dir=Path("/d"), database="", broker="", api_key=None,
+                        key_note="", urls={"ingest": "http://127.0.0.1:8080"})
+    assert not any("dashboard" in line
+                   for line in banner_lines(no_grader, now=datetime(2026, 1, 2, tzinfo=UTC)))
 
 
 def test_progress_bar() -> None:

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import json
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import SecretStr
 from sqlalchemy.exc import OperationalError
 
-from shared.http import ApiKeys, KeyGate, install_problem_handlers
+from services.grader.app import create_app as create_grader
+from services.ingest.app import create_app as create_ingest
+from services.notifier.app import create_app as create_notifier
+from shared.http import PROBLEM, ApiKeys, KeyGate, install_problem_handlers
+from shared.settings import GraderSettings, IngestSettings, NotifierSettings
 
 
 def _app(error: Exception) -> FastAPI:
@@ -79,3 +86,72 @@ async def test_errors_raised_by_starlette_are_problems_too() -> None:
         assert answer.headers["content-type"] == "application/problem+json"
         assert answer.json()["status"] == status
     assert wrong_method.headers["allow"] == "POST"
+
+
+ADMIN = "problems-test-admin-key-0001"
+KEYS = SecretStr(json.dumps({ADMIN: ["admin"]}))
+# Per service: a wrong method on one of its own routes, and the methods that route takes.
+WRONG_METHOD = {"ingest": ("GET", "/v1/events", "POST"), "grader": ("POST", "/", "GET"),
+                "notifier": ("DELETE", "/v1/subscriptions", "GET, POST")}
+
+
+def service_app(service: str) -> FastAPI:
+    """The service's real app, as its process builds it (nothing started: routing only)."""
+    if service == "ingest":
+        return create_ingest(IngestSettings(api_keys=KEYS))
+    if service == "grader":
+        return create_grader(GraderSettings(api_keys=KEYS, grader_role="api"))
+    return create_notifier(NotifierSettings(api_keys=KEYS))
+
+
+def assert_problem(answer: httpx.Response, status: int) -> dict[str, Any]:
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"] == PROBLEM
+    body: dict[str, Any] = answer.json()
+    assert set(body) == {"type", "title", "status", "detail"}
+    assert (body["type"], body["status"]) == ("about:blank", status)
+    return body
+
+
+@pytest.mark.parametrize("service", sorted(WRONG_METHOD))
+async def test_unknown_paths_and_wrong_methods_are_problems_on_every_service(
+    service: str,
+) -> None:
+    """The router's own 404 and 405 left as `{"type", "title", "status"}` with only the
+    status's phrase: they say what was asked, and the 405's `Allow` names every method
+    the path takes (Starlette's named those of the path's first route only)."""
+    method, path, allowed = WRONG_METHOD[service]
+    transport = httpx.ASGITransport(app=service_app(service))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t",
+                                 headers={"Authorization": f"Bearer {ADMIN}"}) as client:
+        nowhere = await client.get("/nowhere/at-all")
+        nowhere_v1 = await client.post("/v1/nowhere", json={})
+        wrong = await client.request(method, path)
+        not_health = await client.delete("/healthz")
+        not_document = await client.put("/openapi.json")  # a route of Starlette's own
+    for answer, asked in ((nowhere, "/nowhere/at-all"), (nowhere_v1, "/v1/nowhere")):
+        body = assert_problem(answer, 404)
+        assert body["title"] == "Not Found"
+        assert body["detail"].startswith(f"No route serves {asked}:")
+    for answer, asked, allow, verb in ((wrong, path, allowed, method),
+                                       (not_health, "/healthz", "GET", "DELETE"),
+                                       (not_document, "/openapi.json", "GET, HEAD", "PUT")):
+        body = assert_problem(answer, 405)
+        assert body["title"] == "Method Not Allowed"
+        assert sorted(answer.headers["allow"].split(", ")) == sorted(allow.split(", "))
+        assert body["detail"] == f"{asked} answers {answer.headers['allow']}, not {verb}"
+
+
+async def test_a_404_a_route_answers_keeps_its_title() -> None:
+    """A 404 a route answers (the dashboard's unknown file, an unknown job) is not the
+    router's: its title stays. A job id that is not a UUID is one of them, answered
+    before the route takes a connection (there is no pool here: none was taken)."""
+    transport = httpx.ASGITransport(app=service_app("grader"))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t",
+                                 headers={"Authorization": f"Bearer {ADMIN}"}) as client:
+        asset = await client.get("/dashboard/nope.js")
+        job = await client.get("/v1/jobs/not-a-uuid")
+    assert asset.status_code == job.status_code == 404
+    assert asset.headers["content-type"] == job.headers["content-type"] == PROBLEM
+    assert asset.json()["title"] == "No dashboard file 'nope.js'"
+    assert job.json()["title"] == "No job 'not-a-uuid': job ids are UUIDs"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -66,6 +67,30 @@ def test_the_cli_reports_bad_settings_alike(
     ]
 
 
+@pytest.mark.parametrize("command", ["ingest", "grader", "notifier", "up", "demo", "migrate"])
+def test_a_bad_log_level_is_one_line_whatever_the_command(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`TIERFLOW_LOG_LEVEL=LOUD tierflow ingest` (or up, demo, …): exit 2 and one line
+    naming the variable and the levels it takes, no traceback, nothing started."""
+    monkeypatch.setenv("TIERFLOW_LOG_LEVEL", "LOUD")
+    for module in ("up", "demo"):  # should the settings pass, nothing starts here
+        monkeypatch.setattr(f"services.cli.{module}._run", _must_not_start)
+    data_dir = tmp_path / "data"
+    args = [command, "--data-dir", str(data_dir)] if command in ("up", "demo") else [command]
+    with fresh_logging():
+        try:
+            code = cli(args)
+        except SystemExit as exit_info:  # a service exits as its own process would
+            code = exit_info.code
+    prefix = f"tierflow {command}" if command in MAINS else "tierflow"
+    assert code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"{prefix}: invalid setting TIERFLOW_LOG_LEVEL: {LEVELS}"]
+    assert not data_dir.exists()
+
+
 def test_a_good_environment_gives_the_settings_and_logging(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -100,3 +125,7 @@ def test_a_service_run_by_tierflow_logs_as_configured(
 
 async def _no_topics(*_: object) -> None:
     return None
+
+
+def _must_not_start(*_: object, **__: object) -> None:
+    raise AssertionError("the system was started with a bad setting")

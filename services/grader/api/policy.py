@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 import orjson
 import yaml
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse, Response
 
@@ -311,10 +311,22 @@ async def put_policy(request: Request, grader: GraderDep, conn: ConnDep) -> Any:
     return JSONResponse({"version": version, "job_id": str(job_id)}, status_code=202)
 
 
+async def known_job_id(job_id: Annotated[str, Path(
+        description="The job's id, as `PUT /v1/policy` answered it (a UUID): anything "
+                    "else is no job, `404`")]) -> uuid.UUID:
+    """The id as a UUID, or `404`: an id that is not a UUID names no job (it is not a
+    malformed request), and is answered before a connection is taken."""
+    try:
+        return uuid.UUID(job_id)
+    except ValueError:
+        raise HTTPException(404, f"No job {job_id!r}: job ids are UUIDs") from None
+
+
 @router.get("/v1/jobs/{job_id}", response_model=None, responses={
     200: ok(Job, "The job's progress"),
-    **problems((404, "No such job"), (422, "The id is not a UUID"), 503)})
-async def get_job(job_id: uuid.UUID, conn: ConnDep) -> dict[str, Any]:
+    **problems((404, "No such job (also for an id that is not a UUID)"), 503)})
+async def get_job(job_id: Annotated[uuid.UUID, Depends(known_job_id)],
+                  conn: ConnDep) -> dict[str, Any]:
     """A job's progress."""
     job = await jobs.get_job(conn, job_id)
     if job is None:
