@@ -109,6 +109,8 @@ async def running(grader: Grader, consumer: Consumer | None) -> AsyncIterator[No
     try:
         yield
     finally:
+        if grader.dashboard.refreshing is not None:
+            tasks.append(grader.dashboard.refreshing)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -27,6 +27,7 @@ class SummaryCache:
     version: int = 0
     value: dict[str, Any] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    refreshing: asyncio.Task[None] | None = None
 
 
 @dataclass

@@ -14,6 +14,8 @@ customers whose metrics are computed from their stored aggregates.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
@@ -28,13 +30,14 @@ from pydantic import BaseModel, Field
 
 from services.grader import repository as repo
 from services.grader.api.customers import answer
-from services.grader.api.deps import ConnDep, GraderDep
+from services.grader.api.deps import ConnDep, Grader, GraderDep
 from services.grader.api.stats import distribution
 from services.grader.grading.conditions import All, AnyOf, Condition, Leaf, Not
 from services.grader.grading.metrics import METRIC_NAMES, compute_metrics
 from services.grader.grading.policy import ActivePolicy, Ladder
 from shared.http import ok, problem, problems
 
+log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 ASSETS = {"app.js": "text/javascript", "charts.js": "text/javascript",
           "style.css": "text/css"}
@@ -160,8 +163,9 @@ async def activity(conn: asyncpg.Connection, active: ActivePolicy, today: date,
 class Summary(BaseModel):
     """`GET /v1/dashboard/summary`."""
 
-    as_of: str = Field(description="When these figures were computed (they are cached "
-                                   "for up to 30 seconds)")
+    as_of: str = Field(description="When these figures were computed: an answer is at "
+                       "most 30 seconds older than the previous request (a stale one is "
+                       "returned at once and refreshed behind it)")
     customers: int
     policy_version: int
     ladders: list[dict[str, Any]] = Field(
@@ -180,23 +184,48 @@ async def get_summary(grader: GraderDep, conn: ConnDep) -> Response:
     """Tier counts and shares per ladder, daily tier changes, the policy in words."""
     cache = grader.dashboard
     active = grader.policies.active
-    async with cache.lock:
-        if time.monotonic() - cache.made > CACHE_S or cache.version != active.version:
-            now = datetime.now(UTC)
-            counts = await distribution(conn, active)
-            total = counts["customers"]
-            ladders = policy_words(active)
-            for ladder in ladders:
-                for tier in ladder["tiers"]:
-                    n = counts["ladders"][ladder["name"]][tier["name"]]
-                    tier["count"], tier["share"] = n, round(n / total, 4) if total else 0.0
-            cache.value = {
-                "as_of": now.isoformat().replace("+00:00", "Z"), "customers": total,
-                "policy_version": active.version, "ladders": ladders,
-                "metrics": list(METRIC_NAMES),
-                "activity": await activity(conn, active, now.date(), ACTIVITY_DAYS)}
-            cache.made, cache.version = time.monotonic(), active.version
-        return answer(cache.value)
+    if not cache.value or cache.version != active.version:
+        # Nothing to show yet (or under another policy): computed now, once.
+        async with cache.lock:
+            if not cache.value or cache.version != active.version:
+                await refresh_summary(grader, conn)
+    elif time.monotonic() - cache.made > CACHE_S and cache.refreshing is None:
+        # Stale: answered at once, and brought up to date behind the answer (a scan of a
+        # million customers takes seconds; nobody waits for it, and an idle page costs
+        # nothing).
+        cache.refreshing = asyncio.create_task(_refresh_behind(grader))
+    return answer(cache.value)
+
+
+async def refresh_summary(grader: Grader, conn: asyncpg.Connection) -> None:
+    """Compute the summary into the grader's cache."""
+    cache, active = grader.dashboard, grader.policies.active
+    now = datetime.now(UTC)
+    counts = await distribution(conn, active)
+    total = counts["customers"]
+    ladders = policy_words(active)
+    for ladder in ladders:
+        for tier in ladder["tiers"]:
+            n = counts["ladders"][ladder["name"]][tier["name"]]
+            tier["count"], tier["share"] = n, round(n / total, 4) if total else 0.0
+    cache.value = {
+        "as_of": now.isoformat().replace("+00:00", "Z"), "customers": total,
+        "policy_version": active.version, "ladders": ladders,
+        "metrics": list(METRIC_NAMES),
+        "activity": await activity(conn, active, now.date(), ACTIVITY_DAYS)}
+    cache.made, cache.version = time.monotonic(), active.version
+
+
+async def _refresh_behind(grader: Grader) -> None:
+    cache = grader.dashboard
+    try:
+        assert grader.pool is not None  # noqa: S101 - serving
+        async with cache.lock, grader.pool.acquire() as conn:
+            await refresh_summary(grader, conn)
+    except Exception:
+        log.warning("dashboard summary refresh failed", exc_info=True)
+    finally:
+        cache.refreshing = None
 
 
 # --- the scatter: value against loyalty ----------------------------------------------------
@@ -265,8 +294,7 @@ async def get_scatter(grader: GraderDep, conn: ConnDep, x: Metric = "spend_365d"
     for name, value in (("x", x), ("y", y)):
         if value not in METRIC_NAMES:
             return problem(422, f"{name}: not a metric", errors=[{
-                "loc": ["query", name], "msg": f"one of {', '.join(METRIC_NAMES)}",
-                "type": "value_error"}])
+                "field": f"query.{name}", "reason": f"one of {', '.join(METRIC_NAMES)}"}])
     chosen = active.policy.ladders[0] if ladder is None else next(
         (lad for lad in active.policy.ladders if lad.name == ladder), None)
     if chosen is None:
