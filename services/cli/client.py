@@ -40,7 +40,8 @@ def failure(service: str, response: httpx.Response) -> CliError:
         text += f": {detail}"
     errors = doc.get("errors") if isinstance(doc, dict) else None
     if isinstance(errors, list) and errors:
-        text += "".join(f"\n  {'.'.join(str(p) for p in e.get('loc', []))}: {e.get('msg')}"
+        text += "".join(f"\n  {e.get('field') or e.get('path')}: "
+                        f"{e.get('reason') or e.get('message')}"
                         for e in errors if isinstance(e, dict))
     return CliError(f"{service} answered {response.status_code} {text}"
                     f"{HINTS.get(response.status_code, '')}")

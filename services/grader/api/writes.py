@@ -191,11 +191,10 @@ async def put_override(customer_id: str, ladder: LadderName, body: OverrideReque
     now = datetime.now(UTC)
     errors = []
     if spec.rank(body.tier) is None:
-        errors.append({"loc": ["body", "tier"], "msg": f"not a tier of {ladder!r}: one of "
-                       + ", ".join(t.name for t in spec.tiers), "type": "value_error"})
+        errors.append({"field": "body.tier", "reason": f"not a tier of {ladder!r}: one of "
+                       + ", ".join(t.name for t in spec.tiers)})
     if body.expires_at is not None and body.expires_at <= now:
-        errors.append({"loc": ["body", "expires_at"], "msg": "must be in the future",
-                       "type": "value_error"})
+        errors.append({"field": "body.expires_at", "reason": "must be in the future"})
     if errors:
         return problem(422, "The override cannot be set", errors=errors)
     control = Control.make("override.set", customer_id, requested_at=now, ladder=ladder,
