@@ -250,11 +250,23 @@ ORDER BY due_on, customer_id LIMIT $5
 """
 # Everything held about some customers but their dedupe records (made unreadable by the
 # loss of their salt, see `event_key`) and the notices about to be written.
+# The customer's lanes give way to one marker lane (ladder '', no delivery before it) per
+# subscription that was sent something about them: the notifier sends the erasure notice
+# to those subscriptions only (store.informed_of_erasure), and the fresh customer's
+# deliveries start new lanes.
 ERASE = """
 WITH gone AS (DELETE FROM customers WHERE customer_id = ANY($1::text[])),
-     changes AS (DELETE FROM tier_changes WHERE customer_id = ANY($1::text[]))
-DELETE FROM webhook_lanes WHERE (subscription_id, customer_id) IN (
-  SELECT s.id, c FROM subscriptions s, unnest($1::text[]) AS c)  -- by primary key
+     changes AS (DELETE FROM tier_changes WHERE customer_id = ANY($1::text[])),
+     lanes AS (
+       DELETE FROM webhook_lanes WHERE (subscription_id, customer_id) IN (
+         SELECT s.id, c FROM subscriptions s, unnest($1::text[]) AS c)  -- by primary key
+       RETURNING subscription_id, customer_id, ladder)
+SELECT DISTINCT subscription_id, customer_id FROM lanes WHERE ladder <> ''
+"""
+# last_id 0: no delivery before it (ids start at 1).
+MARK_INFORMED = """
+INSERT INTO webhook_lanes (subscription_id, customer_id, ladder, last_id)
+SELECT s, c, '', 0 FROM unnest($1::uuid[], $2::text[]) AS m(s, c)
 """
 OFFSETS = "SELECT partition, next_offset, cluster_id FROM consumer_offsets WHERE topic = $1"
 INIT_OFFSETS = """
@@ -386,7 +398,10 @@ async def write_checkpoint(conn: asyncpg.Connection, cp: Checkpoint) -> None:
                                [fingerprint for _, fingerprint in cp.renewed], cp.seen_on)
         if cp.erased:
             # Deliveries go with their tier changes (ON DELETE CASCADE).
-            await conn.execute(ERASE, cp.erased)
+            informed = await conn.fetch(ERASE, cp.erased)
+            if informed:
+                await conn.execute(MARK_INFORMED, [r[0] for r in informed],
+                                   [r[1] for r in informed])
         if cp.customer_rows:
             await conn.copy_records_to_table(
                 "customers_stage", columns=STAGE_COLUMNS, records=cp.customer_rows)

@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaError
 from services.notifier.messages import OutboxRow, backoff_delay, change_of, relay_seconds
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.webhooks import store
-from services.notifier.webhooks.filters import fan_out
+from services.notifier.webhooks.filters import ERASED, fan_out
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,9 @@ class Relay:
             subscriptions = [(s.id, s.filter) for s in await store.list_subscriptions(conn)]
             if subscriptions:
                 changes = [change_of(row) for row in rows]
-                deliveries = fan_out(changes, subscriptions)
+                erased = sorted({c.customer_id for c in changes if c.kind == ERASED})
+                informed = await store.informed_of_erasure(conn, erased) if erased else {}
+                deliveries = fan_out(changes, subscriptions, informed)
                 await store.add_deliveries(conn, deliveries, at=self._clock())
         if subscriptions:
             self._on_deliveries()

@@ -4,21 +4,28 @@ keyed by the customer, typed `customer.erased`, before the fresh customer's firs
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import pytest
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.grader import repository as repo
 from services.grader.grading.customer import CustomerState, fold, grade_customer
 from services.grader.grading.policy import ActivePolicy, default_policy_document
+from services.notifier.webhooks import store
+from services.notifier.webhooks.filters import Filter
 from shared.db.engine import connect
+from shared.db.tables import tier_changes
 from tests.integration.test_notifier_support import (
     RunningRelay,
+    change,
     consume_mine,
     create_topic,
     notifier_settings,
 )
-from tests.support import unique
+from tests.support import eventually, unique
 from tests.unit.factories import purchase
 
 pytestmark = pytest.mark.integration
@@ -60,3 +67,57 @@ async def test_the_erasure_notice_is_relayed_before_the_fresh_customers_changes(
     assert {(m["type"], m["sequence"]) for m in rest} == {("tier.changed", 1)}
     assert relay.sample("tierflow_notifier_messages_total", kind="customer.erased",
                         outcome="sent") == 1
+
+
+async def test_the_erasure_reaches_only_the_subscriptions_that_were_told_of_the_customer(
+        engine: AsyncEngine, migrated_pg: str, broker: str) -> None:
+    """Subscription `told` was sent a change of the customer, `stranger` (another ladder)
+    never was: only `told` gets the notice, and the fresh customer's changes after it go
+    to `told` again, in new lanes that wait for nothing."""
+    topic = unique("tier-changes")
+    await create_topic(broker, topic)
+    customer, ladder, other = unique("erased"), unique("ladder"), unique("ladder")
+    conn = await connect(migrated_pg)
+    try:
+        now = datetime.now(UTC)
+        told, stranger = [await store.create_subscription(
+            conn, url=f"https://hooks.example/{name}", filter_=Filter(ladders=frozenset({lad})),
+            sealed=b"sealed", at=now) for name, lad in (("told", ladder), ("stranger", other))]
+        relay = RunningRelay(notifier_settings(migrated_pg, broker, topic))
+        async with relay.running():
+            first = change(customer, ladder, 1)
+            async with engine.begin() as db:
+                await db.execute(insert(tier_changes), [first])
+            await consume_mine(broker, topic, [customer], 1)
+            await eventually(lambda: delivered_to(conn, customer, [(told.id, ladder)]))
+            # The erasure, as the customer's owner commits it; then a fresh first change.
+            await repo.prepare(conn)
+            await repo.write_checkpoint(conn, repo.Checkpoint.build(
+                topic=unique("erasure"), advances=[], event_keys=[], renewed=[],
+                customers=[], changes=[], now=now, erased=[(customer, now)]))
+            async with engine.begin() as db:
+                await db.execute(insert(tier_changes), [change(customer, ladder, 1)])
+            await consume_mine(broker, topic, [customer], 3)
+            await eventually(lambda: delivered_to(
+                conn, customer, [(told.id, ""), (told.id, ladder)]))
+        rows = await conn.fetch(
+            "SELECT d.ladder, d.after_id, d.next_attempt_at < 'infinity' AS due, c.kind "
+            "FROM webhook_deliveries d JOIN tier_changes c ON c.id = d.change_id "
+            "WHERE d.customer_id = $1 ORDER BY d.id", customer)
+        # The first delivery went with the erasure; the notice and the fresh change wait
+        # for nothing before them.
+        assert [(r["kind"], r["ladder"], r["after_id"], r["due"]) for r in rows] == [
+            ("customer.erased", "", None, True), ("tier.changed", ladder, None, True)]
+        assert stranger.id not in {r[0] for r in await conn.fetch(
+            "SELECT subscription_id FROM webhook_deliveries WHERE customer_id = $1", customer)}
+        for subscription in (told, stranger):  # no other test's notifier tries them
+            await store.delete_subscription(conn, subscription.id)
+    finally:
+        await conn.close()
+
+
+async def delivered_to(conn: Any, customer: str, expected: list[tuple[Any, str]]) -> None:
+    """The customer's deliveries are exactly these (subscription, ladder), in order."""
+    rows = await conn.fetch("SELECT subscription_id, ladder FROM webhook_deliveries "
+                            "WHERE customer_id = $1 ORDER BY id", customer)
+    assert [(r[0], r[1]) for r in rows] == expected

@@ -89,6 +89,17 @@ def test_filters(document: dict[str, list[str] | None], fields: dict[str, object
     assert Filter.from_document(wanted.document()) == wanted
 
 
+def test_an_erasure_goes_only_to_the_subscriptions_informed_of_the_customer() -> None:
+    told, stranger, picky = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    subscriptions = [(told, Filter(ladders=frozenset({"value"}))), (stranger, Filter()),
+                     (picky, Filter(types=frozenset({"tier.changed"})))]
+    erased = change(id=7, **ERASURE)
+    assert fan_out([erased], subscriptions, {"c-1": frozenset({told, picky})}) == [
+        (told, 7, "c-1", "")]  # picky was told, but does not take the type
+    assert fan_out([erased], subscriptions) == []  # nobody was told of c-1
+    assert fan_out([erased], subscriptions, {"c-2": frozenset({told})}) == []
+
+
 def test_fan_out_keeps_change_order_per_subscription() -> None:
     everything, vips = uuid.uuid4(), uuid.uuid4()
     subscriptions = [(everything, Filter()), (vips, Filter.from_document({"to_tiers": ["vip"]}))]

@@ -10,8 +10,9 @@ from typing import Any
 FIELDS = ("ladders", "to_tiers", "directions", "types")
 DIRECTIONS = frozenset({"up", "down", "initial"})
 TYPES = frozenset({"tier.changed", "tier.downgrade_scheduled", "customer.erased"})
-# A customer's erasure goes to every subscription that takes its type, whatever the
-# ladders, tiers and directions it asks for: all of them held something of the customer.
+# A customer's erasure goes to the subscriptions that were sent something about the
+# customer (and take its type), whatever ladders, tiers and directions they ask for: they
+# hold data to delete. The others never learn the id.
 ERASED = "customer.erased"
 
 
@@ -47,12 +48,17 @@ class Filter:
 
 
 def fan_out(
-    changes: Sequence[Change], subscriptions: Sequence[tuple[uuid.UUID, Filter]]
+    changes: Sequence[Change], subscriptions: Sequence[tuple[uuid.UUID, Filter]],
+    informed: Mapping[str, frozenset[uuid.UUID]] | None = None,
 ) -> list[tuple[uuid.UUID, int, str, str]]:
-    """(subscription, change id, customer, ladder) for each match, in change order."""
+    """(subscription, change id, customer, ladder) for each match, in change order; an
+    erasure only to the subscriptions `informed` of its customer (sent something before)."""
     out = []
     for change in changes:
         for sid, wanted in subscriptions:
+            if change.kind == ERASED and sid not in (informed or {}).get(
+                    change.customer_id, frozenset()):
+                continue
             if wanted.matches(
                 kind=change.kind, ladder=change.ladder, to_tier=change.to_tier,
                 direction=change.direction,

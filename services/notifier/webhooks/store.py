@@ -168,6 +168,19 @@ ON CONFLICT (subscription_id, customer_id, ladder) DO UPDATE SET last_id = exclu
 """
 
 Lane = tuple[uuid.UUID, str, str]
+# The subscriptions an erasure must reach: the grader's erasure replaced each lane of the
+# customer with one marker lane (ladder '', no delivery yet) per subscription it had.
+INFORMED = """
+SELECT customer_id, array_agg(subscription_id) FROM webhook_lanes
+WHERE customer_id = ANY($1::text[]) AND ladder = ''
+GROUP BY customer_id
+"""
+
+
+async def informed_of_erasure(conn: asyncpg.Connection, customers: Sequence[str],
+                              ) -> dict[str, frozenset[uuid.UUID]]:
+    """Per erased customer, the subscriptions that had been sent something about them."""
+    return {r[0]: frozenset(r[1]) for r in await conn.fetch(INFORMED, list(customers))}
 
 
 async def add_deliveries(
@@ -188,7 +201,7 @@ async def add_deliveries(
     rows = []
     for new_id, (sid, change_id, customer, ladder) in zip(ids, deliveries, strict=True):
         lane = (sid, customer, ladder)
-        previous = last.get(lane)
+        previous = last.get(lane) or None  # 0: an erasure's marker, nothing before it
         rows.append((new_id, sid, change_id, customer, ladder, previous, previous in pending))
         last[lane] = new_id
         pending.add(new_id)
