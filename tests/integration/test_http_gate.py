@@ -43,12 +43,13 @@ API_KEYS = SecretStr(orjson.dumps(KEYS).decode())
 # What the contract (§6) says each part of /v1 needs; a route under none of these fails
 # the test until its scope is written here.
 SCOPES = {"/v1/customers": "tiers:read", "/v1/stats": "tiers:read",
-          "/v1/ladders": "tiers:read", "/v1/policy": "admin",
+          "/v1/ladders": "tiers:read", "/v1/dashboard": "tiers:read", "/v1/policy": "admin",
           "/v1/jobs": "admin", "/v1/subscriptions": "admin", "/v1/events": "events:write"}
 # A key with every scope but the one a route needs (and not admin).
 LACKING = {"tiers:read": WRITER, "events:write": READER, "admin": READER_WRITER}
 OPEN = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs",
-        "/docs/oauth2-redirect", "/redoc"}
+        "/docs/oauth2-redirect", "/redoc",
+        "/", "/dashboard/{name}"}  # the dashboard's page and files: no data in them
 PATH_VALUES = {"customer_id": "c-1", "job_id": str(uuid.uuid4()), "sid": str(uuid.uuid4()),
                "delivery_id": "1", "ladder": "tier", "tier": "vip", "version": "1"}
 OVER_ANY_LIMIT = 1_048_577  # bytes: more than every app's limit
