@@ -251,9 +251,10 @@ ORDER BY due_on, customer_id LIMIT $5
 # Everything held about some customers but their dedupe records (made unreadable by the
 # loss of their salt, see `event_key`) and the notices about to be written.
 # The customer's lanes give way to one marker lane (ladder '', no delivery before it) per
-# subscription that was sent something about them: the notifier sends the erasure notice
-# to those subscriptions only (store.informed_of_erasure), and the fresh customer's
-# deliveries start new lanes.
+# subscription that was sent something about them — a change, or the notice of an earlier
+# erasure, delivered or not (its delivery goes with it) — : the notifier sends the
+# erasure notice to those subscriptions only (store.informed_of_erasure), and the fresh
+# customer's deliveries start new lanes.
 ERASE = """
 WITH gone AS (DELETE FROM customers WHERE customer_id = ANY($1::text[])),
      changes AS (DELETE FROM tier_changes WHERE customer_id = ANY($1::text[])),
@@ -261,12 +262,13 @@ WITH gone AS (DELETE FROM customers WHERE customer_id = ANY($1::text[])),
        DELETE FROM webhook_lanes WHERE (subscription_id, customer_id) IN (
          SELECT s.id, c FROM subscriptions s, unnest($1::text[]) AS c)  -- by primary key
        RETURNING subscription_id, customer_id, ladder)
-SELECT DISTINCT subscription_id, customer_id FROM lanes WHERE ladder <> ''
+SELECT DISTINCT subscription_id, customer_id FROM lanes
 """
 # last_id 0: no delivery before it (ids start at 1).
 MARK_INFORMED = """
 INSERT INTO webhook_lanes (subscription_id, customer_id, ladder, last_id)
 SELECT s, c, '', 0 FROM unnest($1::uuid[], $2::text[]) AS m(s, c)
+ON CONFLICT DO NOTHING
 """
 OFFSETS = "SELECT partition, next_offset, cluster_id FROM consumer_offsets WHERE topic = $1"
 INIT_OFFSETS = """
@@ -387,8 +389,8 @@ async def write_checkpoint(conn: asyncpg.Connection, cp: Checkpoint) -> None:
         if cp.advances:
             await _advance(conn, cp.topic, cp.advances)
         # Plain COPY: only the owner of a customer's partition applies its events, and it
-        # looked the ids up first. (An id reused for a customer on another partition
-        # fails the commit; the retry then finds it applied, so the first one wins.)
+        # looked the keys up first. Keys are salted per customer, so an event id reused
+        # for another customer is another key (applied to each customer once).
         if cp.event_rows:
             await conn.copy_records_to_table(
                 "processed_events", columns=("event_hash", "seen_on", "fingerprint"),

@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from services.ingest import openapi
@@ -145,6 +146,9 @@ def events_router(routes: EventRoutes) -> APIRouter:
             return response
         except IngestProblem as exc:
             status = exc.status
+            raise
+        except ClientDisconnect:
+            status = 499  # the client went away: counted as 4xx, not as a failure of ours
             raise
         finally:
             latency[route].observe(perf_counter() - started)

@@ -41,7 +41,9 @@ SELECT_UNSENT = (
     "SELECT id, message_id, customer_id, ladder, sequence, kind, payload::text AS payload,"
     " created_at FROM tier_changes WHERE sent_at IS NULL ORDER BY id LIMIT $1"
 )
-MARK_SENT = "UPDATE tier_changes SET sent_at = now() WHERE id = ANY($1::bigint[])"
+MARK_SENT = """
+UPDATE tier_changes SET sent_at = now() WHERE id = ANY($1::bigint[]) RETURNING id
+"""
 # Answered from the partial index tier_changes_unsent, which holds only unsent rows.
 COUNT_UNSENT = "SELECT count(*) FROM tier_changes WHERE sent_at IS NULL"
 
@@ -150,10 +152,11 @@ class Relay:
         """Mark the rows sent and queue a webhook delivery for each matching subscription,
         in one transaction: the webhook body is then exactly the message on the topic."""
         async with asyncio.timeout(self._lease_s), conn.transaction():
-            await conn.execute(MARK_SENT, [row.id for row in rows])
+            # Rows an erasure deleted meanwhile are not there any more: not fanned out.
+            marked = {r[0] for r in await conn.fetch(MARK_SENT, [row.id for row in rows])}
             subscriptions = [(s.id, s.filter) for s in await store.list_subscriptions(conn)]
             if subscriptions:
-                changes = [change_of(row) for row in rows]
+                changes = [change_of(row) for row in rows if row.id in marked]
                 erased = sorted({c.customer_id for c in changes if c.kind == ERASED})
                 informed = await store.informed_of_erasure(conn, erased) if erased else {}
                 deliveries = fan_out(changes, subscriptions, informed)

@@ -121,3 +121,44 @@ async def delivered_to(conn: Any, customer: str, expected: list[tuple[Any, str]]
     rows = await conn.fetch("SELECT subscription_id, ladder FROM webhook_deliveries "
                             "WHERE customer_id = $1 ORDER BY id", customer)
     assert [(r[0], r[1]) for r in rows] == expected
+
+
+async def test_a_second_erasure_tells_again_whoever_had_not_taken_the_first(
+        engine: AsyncEngine, migrated_pg: str, broker: str) -> None:
+    """`told` got a change, then the first notice, which it had not taken (nobody delivers
+    here) when the fresh customer reached only `later` and was erased again: the second
+    erasure deletes the first notice with its delivery, and tells both."""
+    topic = unique("tier-changes")
+    await create_topic(broker, topic)
+    customer, ladder, other = unique("erased"), unique("ladder"), unique("ladder")
+    conn = await connect(migrated_pg)
+    try:
+        now = datetime.now(UTC)
+        told, later = [await store.create_subscription(
+            conn, url=f"https://hooks.example/{name}", filter_=Filter(ladders=frozenset({lad})),
+            sealed=b"sealed", at=now) for name, lad in (("told", ladder), ("later", other))]
+        await repo.prepare(conn)
+
+        async def erase() -> None:
+            await repo.write_checkpoint(conn, repo.Checkpoint.build(
+                topic=unique("erasure"), advances=[], event_keys=[], renewed=[],
+                customers=[], changes=[], now=now, erased=[(customer, now)]))
+
+        relay = RunningRelay(notifier_settings(migrated_pg, broker, topic))
+        async with relay.running():
+            async with engine.begin() as db:
+                await db.execute(insert(tier_changes), [change(customer, ladder, 1)])
+            await eventually(lambda: delivered_to(conn, customer, [(told.id, ladder)]))
+            await erase()
+            await eventually(lambda: delivered_to(conn, customer, [(told.id, "")]))
+            async with engine.begin() as db:
+                await db.execute(insert(tier_changes), [change(customer, other, 1)])
+            await eventually(lambda: delivered_to(
+                conn, customer, [(told.id, ""), (later.id, other)]))
+            await erase()
+            await eventually(lambda: delivered_to(
+                conn, customer, [(told.id, ""), (later.id, "")]))
+        for subscription in (told, later):
+            await store.delete_subscription(conn, subscription.id)
+    finally:
+        await conn.close()

@@ -120,12 +120,13 @@ async def _publish_and_wait(grader: Grader, control: Control) -> bool | Response
             await grader.controls.send(control)
     except TimeoutError:
         return problem(503, "The event broker did not take the request in time",
-                       detail="Nothing was changed; try again.")
+                       detail="It may still be applied; sending it again is safe.")
     except UNAVAILABLE as exc:
         return failed(exc)
     except Exception as exc:  # noqa: BLE001 - a broker error: nothing was sent
         return problem(503, "The event broker refused the request",
-                       detail=f"{type(exc).__name__}; nothing was changed, try again.")
+                       detail=f"{type(exc).__name__}; it may still be applied, sending it "
+                              "again is safe.")
     key = repo.event_hash(control.key_id)
     deadline = time.monotonic() + grader.settings.write_wait_seconds
     pause = POLL_FIRST_S

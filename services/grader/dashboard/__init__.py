@@ -220,7 +220,8 @@ async def _refresh_behind(grader: Grader) -> None:
     cache = grader.dashboard
     try:
         assert grader.pool is not None  # noqa: S101 - serving
-        async with cache.lock, grader.pool.acquire() as conn:
+        # A connection first, then the lock, as requests take them (never the reverse).
+        async with grader.pool.acquire() as conn, cache.lock:
             await refresh_summary(grader, conn)
     except Exception:
         log.warning("dashboard summary refresh failed", exc_info=True)
@@ -231,8 +232,10 @@ async def _refresh_behind(grader: Grader) -> None:
 # --- the scatter: value against loyalty ----------------------------------------------------
 
 ESTIMATE = "SELECT reltuples::bigint FROM pg_class WHERE oid = 'customers'::regclass"
-SAMPLED = ("SELECT customer_id, tiers, state, policy_version, graded_on, due_on "
-           "FROM customers TABLESAMPLE SYSTEM ($1) LIMIT $2")
+# Pages at random, then rows at random among them (a LIMIT alone would keep the first
+# pages of the heap: the oldest rows).
+SAMPLED = ("SELECT * FROM (SELECT customer_id, tiers, state, policy_version, graded_on, "
+           "due_on FROM customers TABLESAMPLE SYSTEM ($1)) s ORDER BY random() LIMIT $2")
 FIRST = ("SELECT customer_id, tiers, state, policy_version, graded_on, due_on "
          "FROM customers LIMIT $1")
 
