@@ -80,9 +80,7 @@ async def test_the_erasure_reaches_only_the_subscriptions_that_were_told_of_the_
     conn = await connect(migrated_pg)
     try:
         now = datetime.now(UTC)
-        told, stranger = [await store.create_subscription(
-            conn, url=f"https://hooks.example/{name}", filter_=Filter(ladders=frozenset({lad})),
-            sealed=b"sealed", at=now) for name, lad in (("told", ladder), ("stranger", other))]
+        told, stranger = await subscribe(conn, now, ladder, other)
         relay = RunningRelay(notifier_settings(migrated_pg, broker, topic))
         async with relay.running():
             first = change(customer, ladder, 1)
@@ -116,6 +114,13 @@ async def test_the_erasure_reaches_only_the_subscriptions_that_were_told_of_the_
         await conn.close()
 
 
+async def subscribe(conn: Any, now: datetime, *ladders: str) -> list[Any]:
+    """A subscription to each ladder (nothing is delivered: no dispatcher runs here)."""
+    return [await store.create_subscription(
+        conn, url=f"https://hooks.example/{ladder}", filter_=Filter(ladders=frozenset({ladder})),
+        sealed=b"sealed", at=now) for ladder in ladders]
+
+
 async def delivered_to(conn: Any, customer: str, expected: list[tuple[Any, str]]) -> None:
     """The customer's deliveries are exactly these (subscription, ladder), in any order
     (subscriptions made in the same instant are fanned out to in id order)."""
@@ -136,9 +141,7 @@ async def test_a_second_erasure_tells_again_whoever_had_not_taken_the_first(
     conn = await connect(migrated_pg)
     try:
         now = datetime.now(UTC)
-        told, later = [await store.create_subscription(
-            conn, url=f"https://hooks.example/{name}", filter_=Filter(ladders=frozenset({lad})),
-            sealed=b"sealed", at=now) for name, lad in (("told", ladder), ("later", other))]
+        told, later = await subscribe(conn, now, ladder, other)
         await repo.prepare(conn)
 
         async def erase() -> None:

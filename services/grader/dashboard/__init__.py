@@ -31,8 +31,9 @@ from pydantic import BaseModel, Field
 from services.grader import repository as repo
 from services.grader.api.customers import answer
 from services.grader.api.deps import ConnDep, Grader, GraderDep
+from services.grader.api.explain import MONEY
 from services.grader.api.stats import distribution
-from services.grader.grading.conditions import All, AnyOf, Condition, Leaf, Not
+from services.grader.grading.conditions import All, Condition, Leaf, Not, leaves
 from services.grader.grading.metrics import METRIC_NAMES, compute_metrics
 from services.grader.grading.policy import ActivePolicy, Ladder
 from shared.http import ok, problem, problems
@@ -45,7 +46,6 @@ CACHE_S = 30.0
 ACTIVITY_DAYS = 30
 SAMPLE_MAX = 5000
 QUADRANTS = ("high_high", "high_low", "low_high", "low_low")  # x then y
-MONEY = ("spend_", "avg_order_value_")
 SYMBOLS = {">=": "≥", ">": ">", "<=": "≤", "<": "<", "==": "=", "!=": "≠"}
 
 page = APIRouter(include_in_schema=False)
@@ -245,20 +245,11 @@ def threshold(active: ActivePolicy, ladder: Ladder, metric: str) -> Decimal | No
     it has none): where the page draws the quadrant line."""
     for ladders in ((ladder,), active.policy.ladders):
         found = [leaf.value for lad in ladders for tier in lad.tiers if tier.when
-                 for leaf in _leaves(tier.when)
+                 for leaf in leaves(tier.when)
                  if leaf.metric == metric and leaf.op in (">=", ">")]
         if found:
             return min(found)
     return None
-
-
-def _leaves(cond: Condition) -> list[Leaf]:
-    if isinstance(cond, Leaf):
-        return [cond]
-    if isinstance(cond, Not):
-        return _leaves(cond.part)
-    assert isinstance(cond, All | AnyOf)  # noqa: S101
-    return [leaf for part in cond.parts for leaf in _leaves(part)]
 
 
 def _median(values: list[float]) -> float:

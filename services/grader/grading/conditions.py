@@ -4,7 +4,7 @@ compiled once per policy into closures (grading runs them for every customer).""
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -71,3 +71,14 @@ def compile_condition(cond: Condition) -> Test:
 def holds(cond: Condition, metrics: Mapping[str, object]) -> bool:
     """Evaluate a condition once (compiles it: for repeated use keep `compile_condition`)."""
     return compile_condition(cond)(metrics)
+
+
+def leaves(condition: Condition) -> Iterable[Leaf]:
+    """Every leaf of a condition, in order."""
+    if isinstance(condition, Leaf):
+        yield condition
+    elif isinstance(condition, Not):
+        yield from leaves(condition.part)
+    else:
+        for part in condition.parts:
+            yield from leaves(part)

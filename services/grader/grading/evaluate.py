@@ -121,15 +121,8 @@ def release(
 ) -> tuple[LadderState, Change | None]:
     """An override ends: the tier the entry conditions give applies at once (no stay, no
     grace: those keep a tier the customer earned, and this one was given)."""
-    computed = ladder.tiers[first_match(ladder, metrics)].name
-    if current is None:
-        state = LadderState(computed, now, computed, None, 1)
-        return state, _change(ladder, state, None, "initial")
-    if current.tier == computed:
-        return replace(current, computed=computed, pending_since=None), None
-    state = LadderState(computed, now, computed, None, current.sequence + 1)
-    return state, _change(ladder, state, current.tier,
-                          _direction(ladder, current.tier, computed))
+    return pin(ladder, metrics, current, ladder.tiers[first_match(ladder, metrics)].name,
+               now=now)
 
 
 def _direction(ladder: Ladder, from_tier: str, to_tier: str) -> Direction:

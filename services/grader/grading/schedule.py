@@ -35,7 +35,7 @@ from services.grader.grading.aggregates import (
     Aggregates,
     window_sums,
 )
-from services.grader.grading.conditions import All, AnyOf, Condition, Leaf, Not
+from services.grader.grading.conditions import Condition, Leaf, leaves
 from services.grader.grading.metrics import Value, metric_at
 
 # How far a search looks (candidate days, not calendar days) before settling for a
@@ -106,7 +106,7 @@ class Timing:
         """From every `when` and `stay_when` of a policy."""
         by_metric: dict[str, list[Leaf]] = {}
         for condition in conditions:
-            for leaf in _leaves(condition):
+            for leaf in leaves(condition):
                 if leaf.metric in WINDOWS_READ or leaf.metric in DAYS_SINCE:
                     by_metric.setdefault(leaf.metric, []).append(leaf)
         cuts = {metric: _cuts(leaves) for metric, leaves in by_metric.items()}
@@ -124,16 +124,6 @@ def _cuts(leaves: list[Leaf]) -> Cuts:
         return tuple(sorted({leaf.value for leaf in leaves if leaf.op in ops}))
 
     return Cuts(of((">=", "<")), of((">", "<=")), of(("==", "!=")))
-
-
-def _leaves(condition: Condition) -> Iterable[Leaf]:
-    if isinstance(condition, Leaf):
-        yield condition
-    elif isinstance(condition, Not):
-        yield from _leaves(condition.part)
-    elif isinstance(condition, All | AnyOf):
-        for part in condition.parts:
-            yield from _leaves(part)
 
 
 def next_due(agg: Aggregates, timing: Timing, today: int,
