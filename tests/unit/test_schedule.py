@@ -14,15 +14,17 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.grader.grading.aggregates import advance
 from services.grader.grading.conditions import Leaf, holds
 from services.grader.grading.customer import grade_customer
 from services.grader.grading.metrics import compute_metrics
 from services.grader.grading.policy import ActivePolicy, default_policy_document
-from services.grader.grading.schedule import MAX_STEPS, Timing
+from services.grader.grading.schedule import DAYS_SINCE, MAX_STEPS, Timing, first_flip
 from shared.events import Event
-from tests.unit.factories import TODAY, at, day, interaction, purchase, refund
+from tests.unit.factories import TODAY, at, day, fold, interaction, purchase, refund
 from tests.unit.grading_cases import (
     METRIC_SCALES,
+    OPS,
     ORDERED,
     PROPERTY,
     T,
@@ -97,14 +99,29 @@ def test_a_long_history_is_searched_by_halves_while_the_windows_only_shrink() ->
     assert state.due_on == T + 355
 
 
-def test_a_long_history_with_refunds_costs_a_bounded_search() -> None:
+def test_a_long_history_with_refunds_is_searched_to_the_exact_day() -> None:
     events = [purchase("1000.00", at(age)) for age in range(1, 300)]
-    # A refund on a day of its own: when it leaves, the window grows. Day by day, then.
+    # A refund on a day of its own: when it leaves (in 45 days), the window grows. The
+    # walk goes on through the purchases leaving from 66 days on, to the day the 10th
+    # most recent leaves it.
     events.append(refund("1.00", at(320)))
     state = graded(events, policy(spend_ladder()))
-    # The search stops after MAX_STEPS days on which spend changes (the refund leaves in
-    # 45 days, the purchases from 66 days on), and a re-grade then looks again.
-    assert state.due_on == T + 66 + MAX_STEPS - 2
+    assert state.due_on == T + 355
+
+
+def test_an_average_is_searched_for_a_bounded_number_of_days() -> None:
+    # A day of one 900 order, then a year of 1,000 orders: the average stays above 900
+    # until the last order leaves, but each day moves it, so the search stops after
+    # MAX_STEPS of them and a re-grade then looks further.
+    ladder = {"name": "basket", "tiers": [
+        {"name": "big", "when": {"metric": "avg_order_value_365d", "op": ">", "value": 900}},
+        {"name": "small"}]}
+    events = [purchase("900.00", at(1))] + [purchase("1000.00", at(age))
+                                             for age in range(2, 300)]
+    state = graded(events, policy(ladder))
+    assert state.ladders["basket"].tier == "big"
+    # The purchase 299 days ago leaves in 66 days, the next ones one a day after it.
+    assert state.due_on == T + 66 + MAX_STEPS - 1
 
 
 # --- the property -----------------------------------------------------------------------
@@ -175,3 +192,38 @@ def test_windows_that_only_shrink_are_due_the_exact_day(
 def holds_leaf(tier: dict[str, Any], metrics: dict[str, Any]) -> bool:
     when = tier["when"]
     return holds(Leaf(when["metric"], when["op"], Decimal(when["value"])), metrics)
+
+
+# Thresholds between the values a metric takes: a fraction of a unit (money has four
+# decimal places, counts none) above and below the round ones.
+NUDGES = (Decimal(0), Decimal("0.5"), Decimal("-0.5"), Decimal("0.00005"), Decimal("-0.00001"))
+TIMED = sorted(m for m in METRIC_SCALES if m.endswith("d") or m in DAYS_SINCE)
+
+
+@PROPERTY
+@given(st.lists(st.tuples(st.sampled_from(TIMED), st.sampled_from(OPS), st.data()),
+                min_size=1, max_size=5),
+       history(), st.integers(-2, 2))
+def test_the_first_flip_is_the_first_day_a_leaf_answers_otherwise(
+        drawn: list[tuple[str, str, st.DataObject]], events: list[Event], shift: int) -> None:
+    """Against the grading code itself, day by day: the leaves' answers on every day up to
+    the one `first_flip` names are today's, and on that day one differs (histories of a
+    dozen events never reach the MAX_STEPS bound). A metric turning null (an average
+    whose last order leaves the year) or back counts as a change, whatever the leaves say:
+    the re-grade that day finds nothing to do and looks further."""
+    leaves = [Leaf(metric, op, Decimal(data.draw(st.sampled_from(METRIC_SCALES[metric])))
+                   + data.draw(st.sampled_from(NUDGES)))
+              for metric, op, data in drawn]
+    timing = Timing.of(leaves)
+    agg = fold(events)
+    today = T + shift
+    advance(agg, today)
+    flip = first_flip(agg, timing, today)
+
+    def answers(d: int) -> list[tuple[bool, bool]]:
+        metrics = compute_metrics(agg, datetime.fromordinal(d).date())
+        return [(holds(leaf, metrics), metrics[leaf.metric] is None) for leaf in leaves]
+
+    now = answers(today)
+    truth = next((d for d in range(today + 1, today + 800) if answers(d) != now), None)
+    assert flip == truth, f"said {flip and flip - today}, first change {truth and truth - today}"

@@ -87,6 +87,15 @@ def from_units(units: int) -> Decimal:
     return Decimal(units).scaleb(-4)
 
 
+def average_units(net: int, orders: int) -> int | None:
+    """The average order in units: the net (none below 0) over the orders, rounded half
+    to even to a whole unit (four decimal places), exactly; None without an order."""
+    if not orders:
+        return None
+    q, r = divmod(max(net, 0), orders)
+    return q + 1 if 2 * r > orders or (2 * r == orders and q & 1) else q
+
+
 def day_number(moment: datetime) -> int:
     """The ordinal of the UTC calendar date of an aware datetime."""
     return EPOCH_DAY + (moment - EPOCH) // ONE_DAY

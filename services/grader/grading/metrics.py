@@ -14,6 +14,7 @@ from services.grader.grading.aggregates import (
     REFERRALS,
     WINDOWS,
     Aggregates,
+    average_units,
     from_units,
     window_sums,
 )
@@ -69,7 +70,8 @@ def _money(units: int) -> Decimal:
 
 def _average(sums: list[list[int]]) -> Value:
     year = sums[-1]
-    return (_money(year[NET]) / year[ORDERS]).quantize(FOUR_PLACES) if year[ORDERS] else None
+    units = average_units(year[NET], year[ORDERS])
+    return None if units is None else Decimal(units).scaleb(-4)
 
 
 def _windowed() -> dict[str, Callable[[list[list[int]]], Value]]:
