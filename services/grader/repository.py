@@ -32,7 +32,7 @@ from services.grader.grading.messages import ERASED, erasure_message, message
 from shared.errors import TierflowError
 from shared.events import Event, event_json
 
-FORMAT = 1
+FORMAT = 2  # 1: instants as integer microseconds since 1970 (still read)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode
@@ -117,28 +117,17 @@ class Checkpoint:
 
 # --- the storage format ------------------------------------------------------------------
 
-def _micros(moment: datetime) -> int:
-    return (moment - EPOCH) // timedelta(microseconds=1)
-
-
-def _moment(micros: int) -> datetime:
-    return EPOCH + timedelta(microseconds=micros)
-
-
 def encode_state(state: CustomerState) -> bytes:
-    """The bytes stored in `customers.state` (msgspec encodes the day buckets and the
-    window sums as they are held, in C: no Python loop over a customer's year)."""
+    """The bytes stored in `customers.state` (msgspec encodes the day buckets, the window
+    sums and the instants as they are held, in C: no Python loop over a customer's year)."""
     a = state.aggregates
     ladders = [
-        (name, s.tier, _micros(s.since), s.computed,
+        (name, s.tier, s.since, s.computed,
          s.pending_since.toordinal() if s.pending_since else None, s.sequence)
         for name, s in state.ladders.items()
     ]
-    overrides = [
-        (name, o.tier, o.reason, _micros(o.set_at),
-         _micros(o.expires_at) if o.expires_at is not None else None, o.ended)
-        for name, o in state.overrides.items()
-    ]
+    overrides = [(name, o.tier, o.reason, o.set_at, o.expires_at, o.ended)
+                 for name, o in state.overrides.items()]
     return _encode((
         FORMAT, a.purchases_total, a.refunds_total, a.orders_total, a.first_purchase,
         a.last_purchase, sorted(a.categories), a.interactions_total, a.referrals_total,
@@ -150,33 +139,43 @@ def encode_state(state: CustomerState) -> bytes:
 
 def decode_state(customer_id: str, blob: bytes, policy_version: int, graded_on: date,
                  due_on: date | None = None) -> CustomerState:
-    """The inverse of `encode_state`."""
+    """The inverse of `encode_state` (also of format 1, which held instants as integer
+    microseconds since 1970, and of rows stored before overrides and salts existed)."""
     doc = _decode(blob)
-    if doc[0] != FORMAT:
+    if doc[0] != FORMAT and doc[0] != 1:
         raise StateCorrupt(f"customer {customer_id!r}: unknown state format {doc[0]}")
     (_, purchases, refunds, orders, first, last, categories, interactions, referrals,
      complaints, last_interaction, last_activity, rating_sum, ratings, nps, nps_key, as_of,
      days, sums, ladders) = doc[:20]
-    # Overrides and the dedupe key came later: rows stored before have neither.
-    overrides, salt = (doc[20], doc[21]) if len(doc) > 20 else ((), None)
+    overrides, salt = (doc[20], doc[21]) if len(doc) > 20 else ([], None)
+    if doc[0] == 1:
+        ladders, overrides = _instants_of_format_1(ladders, overrides)
     aggregates = Aggregates(
         purchases, refunds, orders, first, last, set(categories), interactions, referrals,
         complaints, last_interaction, last_activity, rating_sum, ratings, nps,
         (nps_key[0], nps_key[1]) if nps_key else None, days, as_of, sums,
     )
     states = {
-        name: LadderState(tier, _moment(since), computed,
+        name: LadderState(tier, since, computed,
                           date.fromordinal(pending) if pending else None, seq)
         for name, tier, since, computed, pending, seq in ladders
     }
     pins = {
-        name: Override(tier, reason, _moment(set_at),
-                       _moment(expires) if expires is not None else None, ended)
+        name: Override(tier, reason, set_at, expires, ended)
         for name, tier, reason, set_at, expires, ended in overrides
     }
     return CustomerState(customer_id, aggregates, states, policy_version,
                          graded_on.toordinal(), due_on.toordinal() if due_on else None,
                          pins, salt)
+
+
+def _instants_of_format_1(ladders: list[list[Any]], overrides: list[list[Any]],
+                          ) -> tuple[list[list[Any]], list[list[Any]]]:
+    def moment(micros: int | None) -> datetime | None:
+        return None if micros is None else EPOCH + timedelta(microseconds=micros)
+
+    return ([[n, t, moment(since), c, p, q] for n, t, since, c, p, q in ladders],
+            [[n, t, r, moment(at), moment(exp), e] for n, t, r, at, exp, e in overrides])
 
 
 def stored_salt(blob: bytes) -> bytes | None:
@@ -237,14 +236,15 @@ PRUNE = """
 DELETE FROM processed_events WHERE ctid = ANY(ARRAY(
   SELECT ctid FROM processed_events WHERE seen_on < $1 LIMIT $2))
 """
-# Both on a connection with KEYED_LOOKUPS: index ranges, never a scan of the table.
+# Both on a connection with KEYED_LOOKUPS: index ranges, never a scan of the table. They
+# read the rows whole (the columns of LOAD), so a sweep needs no second look-up.
 OLDER_POLICY = """
-SELECT customer_id FROM customers
+SELECT customer_id, state, policy_version, graded_on, updated_at, due_on FROM customers
 WHERE partition = $1 AND customer_id > $2 AND policy_version < $3
 ORDER BY customer_id LIMIT $4
 """
 DUE_BY_DATE = """
-SELECT customer_id, due_on FROM customers
+SELECT customer_id, state, policy_version, graded_on, updated_at, due_on FROM customers
 WHERE partition = $1 AND due_on <= $2 AND (due_on, customer_id) > ($3, $4)
 ORDER BY due_on, customer_id LIMIT $5
 """
@@ -365,21 +365,21 @@ class Sweep:
     after: str = ""
 
 
-async def due_ids(
+async def due_rows(
     conn: asyncpg.Connection, partition: int, sweep: Sweep, *, version: int, today: date,
     limit: int,
-) -> tuple[list[str], Sweep | None]:
-    """The next customers of a partition to re-grade without an event, and where the
-    sweep goes on from (None: done). Each row is read once per sweep; the cost follows the
-    customers due, not the size of the partition."""
+) -> tuple[list[Any], Sweep | None]:
+    """The rows (as `customer_rows`) of the next customers of a partition to re-grade
+    without an event, and where the sweep goes on from (None: done). Each row is read once
+    per sweep; the cost follows the customers due, not the size of the partition."""
     if sweep.older_policy:
-        rows = await conn.fetch(OLDER_POLICY, partition, sweep.after, version, limit)
+        rows: list[Any] = await conn.fetch(OLDER_POLICY, partition, sweep.after, version, limit)
         if rows:
-            return [r[0] for r in rows], Sweep(True, after=rows[-1][0])
+            return rows, Sweep(True, after=rows[-1][0])
         sweep = Sweep(False)
     rows = await conn.fetch(DUE_BY_DATE, partition, today, sweep.due_on, sweep.after, limit)
     if rows:
-        return [r[0] for r in rows], Sweep(False, rows[-1][1], rows[-1][0])
+        return rows, Sweep(False, rows[-1][5], rows[-1][0])
     return [], None
 
 

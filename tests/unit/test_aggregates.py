@@ -17,6 +17,7 @@ from services.grader.grading.aggregates import (
     utc_date,
 )
 from services.grader.grading.customer import CustomerState
+from services.grader.grading.evaluate import LadderState, Override
 from services.grader.grading.metrics import compute_metrics
 from services.grader.repository import decode_state, encode_state
 from tests.unit.factories import TODAY, at, day, feedback, fold, interaction, purchase, refund
@@ -153,3 +154,46 @@ def test_stored_form_round_trips() -> None:
 
 def test_stored_form_of_empty_aggregates() -> None:
     assert round_trip(Aggregates()) == Aggregates()
+
+
+def full_state() -> CustomerState:
+    """A customer with every part of the stored form: figures, a ladder with a grace
+    period under way, an override with an expiry, a dedupe salt."""
+    state = CustomerState("c-1", fold([purchase("120.50", at(3)),
+                                       feedback(at(1), nps=9, complaint=True)]))
+    state.aggregates.categories.add("books")
+    state.ladders = {"tier": LadderState(
+        "gold", datetime(2026, 11, 1, 8, 30, 0, 123456, tzinfo=UTC), "silver",
+        date(2026, 11, 15), 4)}
+    state.overrides = {"tier": Override(
+        "gold", "key account", datetime(2026, 11, 2, tzinfo=UTC),
+        datetime(2027, 1, 1, 12, tzinfo=UTC))}
+    state.salt = bytes(range(16))
+    return state
+
+
+def test_a_whole_state_round_trips() -> None:
+    state = full_state()
+    back = decode_state("c-1", encode_state(state), 0, date.fromordinal(1))
+    back.graded_on = 0
+    assert back == state
+
+
+# A row stored by format 1 (instants as integer microseconds since 1970): `full_state()`
+# as the grader wrote it before format 2.
+FORMAT_1_ROW = bytes.fromhex(
+    "dc001601ce001263080001ce000b4a61ce000b4a6191a5626f6f6b73000001c0ce000b4a6300000992cf"
+    "0006609fddf2b000a465762d32c082ce000b4a6195ce0012630801000000ce000b4a6395000000000195"
+    "9500000000009500000000009500000000009500000000009500000000009196a474696572a4676f6c64"
+    "cf00065f32d5cb1440a673696c766572ce000b4a5f049196a474696572a4676f6c64ab6b657920616363"
+    "6f756e74cf00065f3fd3b9a000cf00066400e11fd000c2c410000102030405060708090a0b0c0d0e0f")
+
+
+def test_rows_of_format_1_are_still_read() -> None:
+    back = decode_state("c-1", FORMAT_1_ROW, 0, date.fromordinal(1))
+    back.graded_on = 0
+    expected = full_state()
+    assert back.aggregates.last_nps_key == (1795089600000000, "ev-2")
+    expected.aggregates.last_nps_key = back.aggregates.last_nps_key  # (another event id)
+    assert back == expected
+    assert back.ladders["tier"].since.tzinfo is not None

@@ -48,7 +48,7 @@ def _zero_sums() -> list[list[int]]:
     return [[0] * FIELDS for _ in WINDOWS]
 
 
-@dataclass
+@dataclass(slots=True)
 class Aggregates:
     """Everything the metrics of one customer are computed from."""
 

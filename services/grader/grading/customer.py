@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Literal
 
+import msgspec
+
 from services.grader.grading.aggregates import Aggregates, advance, apply
 from services.grader.grading.evaluate import Change, LadderState, Override, grade
 from services.grader.grading.metrics import Metrics, compute_metrics
@@ -21,7 +23,7 @@ Reason = Literal["event", "schedule", "policy", "override"]
 SALT_BYTES = 16
 
 
-@dataclass
+@dataclass(slots=True)
 class CustomerState:
     """Everything held about one customer: figures, where they stand on each ladder, and
     the policy version and UTC day (ordinal) of their last grading."""
@@ -47,8 +49,7 @@ class CustomerState:
         return cls(customer_id, salt=os.urandom(SALT_BYTES))
 
 
-@dataclass(frozen=True, slots=True)
-class TierChange:
+class TierChange(msgspec.Struct, frozen=True, gc=False):
     """A recorded change (or scheduled downgrade) as subscribers will receive it."""
 
     message_id: str

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
+
+import msgspec
+from msgspec.structs import replace
 
 from services.grader.grading.metrics import Metrics
 from services.grader.grading.policy import Ladder, Policy
@@ -14,8 +16,7 @@ Kind = Literal["tier.changed", "tier.downgrade_scheduled"]
 Direction = Literal["up", "down", "initial"]
 
 
-@dataclass(frozen=True, slots=True)
-class LadderState:
+class LadderState(msgspec.Struct, frozen=True, gc=False):
     """Where a customer stands on one ladder."""
 
     tier: str
@@ -25,8 +26,7 @@ class LadderState:
     sequence: int
 
 
-@dataclass(frozen=True, slots=True)
-class Override:
+class Override(msgspec.Struct, frozen=True, gc=False):
     """An admin's pin of one ladder to a tier: applied instead of what the rules give,
     until it is removed (`ended`, moved back at the next grading) or `expires_at` passes."""
 
@@ -41,8 +41,7 @@ class Override:
         return self.ended or (self.expires_at is not None and self.expires_at <= now)
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
+class Change(msgspec.Struct, frozen=True, gc=False):
     """A message to record: a tier change, or a downgrade that grace has postponed."""
 
     ladder: str
