@@ -17,13 +17,14 @@ import gc
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import NoOffsetForPartitionError, OffsetOutOfRangeError
+from msgspec.structs import replace
 
 from services.grader import controls, jobs
 from services.grader import repository as repo
@@ -119,6 +120,7 @@ class Consumer:
         # allocations would cost more than the grading does.
         gc.freeze()
         gc.set_threshold(100_000, 50, 100)
+        gc.callbacks.append(self.metrics.on_gc)
         self.conn = await self._connect()
         await self.writer.open()
         await self.policies.load(self.conn)
@@ -138,6 +140,7 @@ class Consumer:
                 await asyncio.wait_for(self.writer.wait(), STOP_WAIT_S)
             await self.writer.close()
             self._reset()
+            gc.callbacks.remove(self.metrics.on_gc)
             await self.consumer.stop()
             self.consumer = None
             await close(self.conn)
@@ -449,6 +452,19 @@ class Consumer:
         self.metrics.state_loads.labels("stored").inc(len(stored))
         self.metrics.state_loads.labels("new").inc(len(missing) - len(stored))
 
+    def _hold(self, partition: int, rows: list[Any]) -> list[str]:
+        """Hold the customers of a partition's stored rows (`repository.customer_rows`)
+        not held yet (what memory holds is newer); their ids."""
+        owned, ids, loaded = self.owned, [], 0
+        for row in rows:
+            customer_id = row[0]
+            ids.append(customer_id)
+            if customer_id not in owned:
+                owned.put(partition, repo.stored_customer(row).state)
+                loaded += 1
+        self.metrics.state_loads.labels("stored").inc(loaded)
+        return ids
+
     def _fold(self, event: Event, record: ConsumerRecord) -> bool:
         assert self.effects is not None  # noqa: S101
         pending = self.pending
@@ -479,7 +495,7 @@ class Consumer:
         graded = grade_pending(
             self.pending, self.owned, active, now=self.clock(), topic=self.topic,
             advances=self.positions.advances(self.pending.positions),
-            partition_of=lambda cid: owner_partition(cid, self.partition_count))
+            partition_of=self.owned.partition)
         self.positions.committed(graded.checkpoint.advances)
         self.pending = Pending()
         await self.writer.wait()  # the one before is durable: its customers may go
@@ -557,11 +573,12 @@ class Consumer:
         finished = False
         while self.sweeps:
             partition, sweep = next(iter(self.sweeps.items()))
-            ids, after = await repo.due_ids(self.conn, partition, sweep, version=active.version,
-                                            today=today, limit=self.settings.regrade_chunk)
+            rows, after = await repo.due_rows(self.conn, partition, sweep,
+                                              version=active.version, today=today,
+                                              limit=self.settings.regrade_chunk)
             if after is not None:
                 self.sweeps[partition] = after
-                await self._load(ids)
+                ids = self._hold(partition, rows)
                 self._mark_due(ids, version=active.version, today=today)
                 self.sweeping = True
                 return

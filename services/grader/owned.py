@@ -49,6 +49,10 @@ class OwnedCustomers:
         self._states.move_to_end(customer_id)
         return found[1]
 
+    def partition(self, customer_id: str) -> int:
+        """The partition that owns a held customer."""
+        return self._states[customer_id][0]
+
     def put(self, partition: int, state: CustomerState) -> None:
         """Hold a customer (new, or loaded from the database)."""
         self.discard(state.customer_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Iterable, Iterator, Sequence
@@ -80,6 +81,12 @@ class GraderMetrics:
         )
         for reason in DLQ_REASONS:
             self.dlq.labels(reason)
+        self.gc_seconds = Counter(
+            "tierflow_grader_gc_seconds_total",
+            "Seconds the consumer spent in Python's cyclic garbage collector, by generation "
+            "(0, 1, 2)", ["generation"], registry=r,
+        )
+        self._gc_started = 0.0
         self.evictions = Counter(
             "tierflow_grader_state_evictions_total",
             "Customers dropped from memory to stay within the budget", registry=r,
@@ -119,6 +126,14 @@ class GraderMetrics:
             "Batches rolled back because another consumer had advanced the partition",
             registry=r,
         )
+
+    def on_gc(self, phase: str, info: dict[str, int]) -> None:
+        """A `gc.callbacks` entry: times each collection."""
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.gc_seconds.labels(str(info["generation"])).inc(
+                time.perf_counter() - self._gc_started)
 
     def count_changes(self, changes: Iterable[TierChange]) -> None:
         """Count applied tier changes (not downgrade notices), whatever caused them."""

@@ -21,6 +21,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import orjson
 
 from services.grader import jobs
@@ -156,6 +157,9 @@ async def run_apply(db_url: str, bootstrap: str, consumers: int, tag: str,
             seconds = time.perf_counter() - started
             used = cpu_report(cpu, cpu_seconds(graders), job["total"]).replace("event",
                                                                               "customer")
+            async with httpx.AsyncClient() as client:
+                gc_s = await graders.total(client, "tierflow_grader_gc_seconds_total")
+            used += f" (of which the graders' garbage collector {gc_s / job['total'] * 1e6:.1f})"
             rows = await conn.fetch(
                 "SELECT payload::text FROM tier_changes WHERE payload->>'reason' = 'policy' "
                 "AND payload->>'type' = 'tier.changed'")

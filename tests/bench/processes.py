@@ -57,13 +57,17 @@ class GraderProcesses:
 
     async def committed(self, client: httpx.AsyncClient) -> int:
         """Events committed by all of them, whatever the outcome."""
+        return int(await self.total(client, "tierflow_grader_events_total"))
+
+    async def total(self, client: httpx.AsyncClient, metric: str) -> float:
+        """A metric summed over every label set and process."""
         total = 0.0
         for service in self.services:
             text = (await client.get(f"{service.url}/metrics")).text
             for line in text.splitlines():
-                if line.startswith("tierflow_grader_events_total{"):
+                if line.startswith((f"{metric}{{", f"{metric} ")):
                     total += float(line.rsplit(" ", 1)[1])
-        return int(total)
+        return total
 
     async def until(self, target: int, label: str, *, deadline_s: float) -> float:
         """Wait until `target` events are committed; events/s from the first commit seen."""
