@@ -18,7 +18,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSON, JSONB, UUID
 
 metadata = MetaData()
 
@@ -92,12 +92,14 @@ tier_changes = Table(
     "tier_changes",
     metadata,
     Column("id", BigInteger, primary_key=True, autoincrement=True),
-    Column("message_id", UUID(as_uuid=True), nullable=False, unique=True),
+    # Random (uuid4), made by the grader and never looked up: no index (migration 0007).
+    Column("message_id", UUID(as_uuid=True), nullable=False),
     Column("customer_id", Text, nullable=False),
     Column("ladder", Text, nullable=False),
     Column("sequence", Integer, nullable=False),
     Column("kind", Text, nullable=False),
-    Column("payload", JSONB, nullable=False),
+    # The message as sent, byte for byte (json, not jsonb: never re-parsed on the way in).
+    Column("payload", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("sent_at", DateTime(timezone=True)),
 )
