@@ -98,11 +98,11 @@ class OwnedCustomers:
         evicted = skipped = 0
         states = self._states
         while self.bytes > self.budget_bytes and skipped < len(states):
-            customer_id = next(iter(states))
+            customer_id, entry = states.popitem(last=False)
             if customer_id in pinned:
-                states.move_to_end(customer_id)  # recently used anyway
+                states[customer_id] = entry  # back, as the most recent: used anyway
                 skipped += 1
                 continue
-            self.discard(customer_id)
+            self.bytes -= entry[2]
             evicted += 1
         return evicted

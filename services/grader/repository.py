@@ -13,7 +13,6 @@ the same transaction.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -26,7 +25,7 @@ import orjson
 
 from services.grader import jobs
 from services.grader.grading.aggregates import Aggregates
-from services.grader.grading.customer import CustomerState, TierChange
+from services.grader.grading.customer import CustomerState, TierChange, message_id
 from services.grader.grading.evaluate import LadderState, Override
 from services.grader.grading.messages import ERASED, erasure_message, message
 from shared.errors import TierflowError
@@ -100,7 +99,7 @@ class Checkpoint:
                 for partition, state in customers]
         outbox = [(mid, cid, "", 0, ERASED,
                    orjson.dumps(erasure_message(mid, cid, at)).decode())
-                  for cid, at, mid in ((cid, at, str(uuid.uuid4())) for cid, at in erased)]
+                  for cid, at, mid in ((cid, at, message_id()) for cid, at in erased)]
         outbox += [(tc.message_id, tc.customer_id, tc.change.ladder, tc.change.sequence,
                     tc.change.kind, orjson.dumps(message(tc)).decode()) for tc in changes]
         today = now.date()

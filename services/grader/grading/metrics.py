@@ -44,16 +44,19 @@ def _days_since(day: int | None, today: int) -> int | None:
 def compute_metrics(
     agg: Aggregates, today: date, names: Iterable[str] | None = None
 ) -> Metrics:
-    """Metrics of one customer as of `today` (UTC): all of them, or only `names`. O(1)
-    when the aggregates were advanced to `today`; otherwise the sums are recomputed."""
+    """Metrics of one customer as of `today` (UTC): all of them, in the order of
+    METRIC_NAMES, or only `names` (known metrics), in their order. O(1) when the
+    aggregates were advanced to `today`; otherwise the sums are recomputed."""
     day = today.toordinal()
-    wanted = set(METRIC_NAMES if names is None else names)
     sums = agg.sums if agg.as_of == day else window_sums(agg.days, day)
-    out: Metrics = {}
-    for name in METRIC_NAMES:
-        if name in wanted:
-            out[name] = metric_at(name, agg, day, sums)
-    return out
+    return {name: metric_at(name, agg, day, sums)
+            for name in (METRIC_NAMES if names is None else names)}
+
+
+def in_order(names: Iterable[str]) -> tuple[str, ...]:
+    """`names` in the order of METRIC_NAMES, unknown ones left out."""
+    wanted = set(names)
+    return tuple(name for name in METRIC_NAMES if name in wanted)
 
 
 def metric_at(name: str, agg: Aggregates, today: int, sums: list[list[int]]) -> Value:

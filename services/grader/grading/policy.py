@@ -19,7 +19,7 @@ from services.grader.grading.conditions import (
     Test,
     compile_condition,
 )
-from services.grader.grading.metrics import METRIC_NAMES
+from services.grader.grading.metrics import METRIC_NAMES, in_order
 from services.grader.grading.schedule import Timing
 from shared.errors import PolicyInvalid
 
@@ -295,7 +295,7 @@ class ActivePolicy:
     policy: Policy
     document: dict[str, Any]
     reads: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    all_reads: frozenset[str] = frozenset()
+    all_reads: tuple[str, ...] = ()  # every metric read, in the order of METRIC_NAMES
     # What time alone can change (services/grader/grading/schedule.py), and each
     # ladder's grace period in days.
     timing: Timing = field(default_factory=lambda: Timing.of(()))
@@ -308,7 +308,7 @@ class ActivePolicy:
         raises PolicyInvalid when the document contradicts `base_currency` (the setting)."""
         policy = parse_policy(document, base_currency=base_currency)
         reads = {ladder.name: metrics_read(ladder) for ladder in policy.ladders}
-        every = frozenset(name for names in reads.values() for name in names)
+        every = in_order({name for names in reads.values() for name in names})
         conditions = [c for ladder in policy.ladders for tier in ladder.tiers
                       for c in (tier.when, tier.stay_when) if c is not None]
         grace = {ladder.name: ladder.downgrade_grace_days for ladder in policy.ladders}

@@ -1,0 +1,18 @@
+"""Message ids: random version-4 UUIDs in their canonical text form."""
+
+from __future__ import annotations
+
+import uuid
+
+from services.grader.grading.customer import message_id
+
+
+def test_message_ids_are_canonical_random_uuids() -> None:
+    ids = [message_id() for _ in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+        assert str(parsed) == text
+    # Every variant digit comes up (8, 9, a, b): the two random bits there are used.
+    assert {text[19] for text in ids} == set("89ab")
