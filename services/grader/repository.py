@@ -93,7 +93,7 @@ class Checkpoint:
         are the (`event_key`, `event_fingerprint`) of the applied events and controls,
         `renewed` the keys of those seen before; `erased`, (customer, when asked) whose rows,
         history and deliveries go before anything else is written (each gets a notice)."""
-        rows = [(state.customer_id, partition, encode_state(state), tier_labels(state),
+        rows = [(state.customer_id, partition, encode_state(state), tiers_literal(state),
                  state.policy_version, date.fromordinal(state.graded_on),
                  date.fromordinal(state.due_on) if state.due_on is not None else None, now)
                 for partition, state in customers]
@@ -188,18 +188,28 @@ def tier_labels(state: CustomerState) -> list[str]:
     return [f"{name}:{s.tier}" for name, s in state.ladders.items()]
 
 
+def tiers_literal(state: CustomerState) -> str:
+    """`tier_labels` as the text of a PostgreSQL array (ladder and tier names need no
+    escaping: the policy allows [a-z0-9_] only)."""
+    return "{" + ",".join([f'"{name}:{s.tier}"' for name, s in state.ladders.items()]) + "}"
+
+
 # --- statements ----------------------------------------------------------------------------
 
+# `tiers` is staged as the text of an array literal (names are [a-z0-9_], see
+# `tiers_literal`): the driver's array encoder was a tenth of the consumer's CPU per row.
 STAGE = """
-CREATE TEMP TABLE IF NOT EXISTS customers_stage
-  (LIKE customers INCLUDING DEFAULTS) ON COMMIT DELETE ROWS
+CREATE TEMP TABLE IF NOT EXISTS customers_stage (
+  customer_id text, partition int, state bytea, tiers text, policy_version int,
+  graded_on date, due_on date, updated_at timestamptz) ON COMMIT DELETE ROWS
 """
 STAGE_COLUMNS = ("customer_id", "partition", "state", "tiers", "policy_version", "graded_on",
                  "due_on", "updated_at")
 MERGE = """
 INSERT INTO customers (customer_id, partition, state, tiers, policy_version, graded_on,
                        due_on, updated_at)
-SELECT customer_id, partition, state, tiers, policy_version, graded_on, due_on, updated_at
+SELECT customer_id, partition, state, tiers::text[], policy_version, graded_on, due_on,
+       updated_at
 FROM customers_stage
 ON CONFLICT (customer_id) DO UPDATE SET partition = EXCLUDED.partition,
   state = EXCLUDED.state, tiers = EXCLUDED.tiers, policy_version = EXCLUDED.policy_version,

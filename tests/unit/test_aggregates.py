@@ -19,7 +19,7 @@ from services.grader.grading.aggregates import (
 from services.grader.grading.customer import CustomerState
 from services.grader.grading.evaluate import LadderState, Override
 from services.grader.grading.metrics import compute_metrics
-from services.grader.repository import decode_state, encode_state
+from services.grader.repository import decode_state, encode_state, tiers_literal
 from tests.unit.factories import TODAY, at, day, feedback, fold, interaction, purchase, refund
 
 
@@ -197,3 +197,10 @@ def test_rows_of_format_1_are_still_read() -> None:
     expected.aggregates.last_nps_key = back.aggregates.last_nps_key  # (another event id)
     assert back == expected
     assert back.ladders["tier"].since.tzinfo is not None
+
+
+def test_tiers_are_staged_as_an_array_literal() -> None:
+    state = full_state()
+    state.ladders["basket"] = state.ladders["tier"]
+    assert tiers_literal(state) == '{"tier:gold","basket:gold"}'
+    assert tiers_literal(CustomerState("c-2")) == "{}"
