@@ -155,7 +155,7 @@ class GraderSettings(CommonSettings):
     state_memory_mb: int = Field(default=512, ge=1)
     dedupe_days: int = Field(default=30, ge=1, le=3650)
     max_future_seconds: int = Field(default=300, ge=0)
-    regrade_chunk: int = Field(default=1000, ge=1)
+    regrade_chunk: int = Field(default=4000, ge=1)
     # Worker processes grading everyone for `POST /v1/policy/simulate` (0: one per core).
     simulate_workers: int = Field(default=0, ge=0, le=64)
     # How long an override or erasure request waits for the customer's owner to apply it

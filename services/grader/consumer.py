@@ -34,7 +34,7 @@ from services.grader.grading.aggregates import FoldError, apply
 from services.grader.grading.customer import CustomerState, is_due
 from services.grader.grading.evaluate import Override
 from services.grader.intake import validate
-from services.grader.owned import OwnedCustomers
+from services.grader.owned import Freezer, OwnedCustomers
 from services.grader.policies import PolicyCache
 from services.grader.positions import Positions
 from services.grader.routing import owner_partition
@@ -97,6 +97,7 @@ class Consumer:
         self.sweeping = False  # the last idle poll re-graded a chunk
         self.last_poll = self.last_commit = self.last_policy_check = time.monotonic()
         self.last_prune = 0.0
+        self.freezer = Freezer()
         self.lag: dict[TopicPartition, int] = {}
         metrics.progress_age.set_function(self._progress_age)
 
@@ -451,6 +452,7 @@ class Consumer:
             self.owned.put(owner_partition(customer_id, self.partition_count), state)
         self.metrics.state_loads.labels("stored").inc(len(stored))
         self.metrics.state_loads.labels("new").inc(len(missing) - len(stored))
+        self.freezer.loaded()
 
     def _hold(self, partition: int, rows: list[Any]) -> list[str]:
         """Hold the customers of a partition's stored rows (`repository.customer_rows`)
@@ -463,6 +465,7 @@ class Consumer:
                 owned.put(partition, repo.stored_customer(row).state)
                 loaded += 1
         self.metrics.state_loads.labels("stored").inc(loaded)
+        self.freezer.loaded()
         return ids
 
     def _fold(self, event: Event, record: ConsumerRecord) -> bool:

@@ -1,16 +1,19 @@
 """The owner's memory: customers within a budget, evicted oldest-first but never before
-they are written; a consumer that stops advancing while events wait is not ready."""
+they are written, kept out of the garbage collector's sight without leaking; a consumer
+that stops advancing while events wait is not ready."""
 
 from __future__ import annotations
 
+import gc
 import time
+import weakref
 
 from aiokafka import TopicPartition
 from prometheus_client import generate_latest
 
 from services.grader.consumer import Consumer
 from services.grader.grading.customer import CustomerState
-from services.grader.owned import OwnedCustomers, estimate
+from services.grader.owned import Freezer, OwnedCustomers, estimate
 from services.grader.policies import PolicyCache
 from services.grader.telemetry import GraderMetrics
 from shared.settings import GraderSettings
@@ -57,3 +60,31 @@ def test_a_consumer_that_stops_committing_while_events_wait_is_not_ready() -> No
     assert float(stalled.split()[1]) >= 600
     consumer.last_commit = time.monotonic()
     assert consumer.healthy(60)
+
+
+class Cycle:
+    """Garbage only the cyclic collector can free."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_frozen_cyclic_garbage_is_freed_at_the_next_thaw() -> None:
+    now = [0.0]
+    freezer = Freezer(thaw_s=600, clock=lambda: now[0])
+    cycle = Cycle()
+    alive = weakref.ref(cycle)
+    try:
+        freezer.loaded()  # `cycle` is alive: frozen with the rest
+        del cycle
+        gc.collect()
+        assert alive() is not None  # out of the collector's sight
+        now[0] = 599.0
+        freezer.loaded()
+        gc.collect()
+        assert alive() is not None
+        now[0] = 600.0
+        freezer.loaded()  # time to thaw: collected, then frozen again
+        assert alive() is None
+    finally:
+        gc.unfreeze()
