@@ -31,7 +31,7 @@ from services.grader.grading.messages import ERASED, erasure_message, message
 from shared.errors import TierflowError
 from shared.events import Event, event_json
 
-FORMAT = 2  # 1: instants as integer microseconds since 1970 (still read)
+FORMAT = 3  # 1 and 2 (one flat array) are still read
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode
@@ -116,33 +116,55 @@ class Checkpoint:
 
 # --- the storage format ------------------------------------------------------------------
 
+class _Stored(msgspec.Struct, array_like=True, gc=False):
+    """The stored form (format 3): [3, aggregates, {ladder: state}, {ladder: override},
+    salt], each struct an array in its field order."""
+
+    format: int
+    aggregates: Aggregates
+    ladders: dict[str, LadderState]
+    overrides: dict[str, Override]
+    salt: bytes | None
+
+
+_decode_stored = msgspec.msgpack.Decoder(_Stored).decode
+# A format-3 row starts with a 5-element array whose first element is 3.
+_FORMAT_3_HEAD = bytes((0x95, 3))
+
+
 def encode_state(state: CustomerState) -> bytes:
-    """The bytes stored in `customers.state` (msgspec encodes the day buckets, the window
-    sums and the instants as they are held, in C: no Python loop over a customer's year)."""
-    a = state.aggregates
-    ladders = [
-        (name, s.tier, s.since, s.computed,
-         s.pending_since.toordinal() if s.pending_since else None, s.sequence)
-        for name, s in state.ladders.items()
-    ]
-    overrides = [(name, o.tier, o.reason, o.set_at, o.expires_at, o.ended)
-                 for name, o in state.overrides.items()]
-    return _encode((
-        FORMAT, a.purchases_total, a.refunds_total, a.orders_total, a.first_purchase,
-        a.last_purchase, sorted(a.categories), a.interactions_total, a.referrals_total,
-        a.complaints_total, a.last_interaction, a.last_activity, a.rating_sum,
-        a.ratings_count, a.last_nps, a.last_nps_key, a.as_of, a.days, a.sums, ladders,
-        overrides, state.salt,
-    ))
+    """The bytes stored in `customers.state`: msgspec encodes the structs, the day buckets,
+    the window sums and the instants as they are held, in C."""
+    return _encode(_Stored(FORMAT, state.aggregates, state.ladders, state.overrides,
+                           state.salt))
 
 
 def decode_state(customer_id: str, blob: bytes, policy_version: int, graded_on: date,
                  due_on: date | None = None) -> CustomerState:
-    """The inverse of `encode_state` (also of format 1, which held instants as integer
-    microseconds since 1970, and of rows stored before overrides and salts existed)."""
-    doc = _decode(blob)
-    if doc[0] != FORMAT and doc[0] != 1:
-        raise StateCorrupt(f"customer {customer_id!r}: unknown state format {doc[0]}")
+    """The inverse of `encode_state`: decoded and type-checked in C into the very
+    objects grading uses. Rows of formats 1 and 2 (a flat array) are read too."""
+    if blob[:2] != _FORMAT_3_HEAD:
+        return _decode_flat(customer_id, blob, policy_version, graded_on, due_on)
+    try:
+        stored = _decode_stored(blob)
+    except msgspec.MsgspecError as exc:
+        raise StateCorrupt(f"customer {customer_id!r}: unreadable state: {exc}") from exc
+    return CustomerState(customer_id, stored.aggregates, stored.ladders, policy_version,
+                         graded_on.toordinal(), due_on.toordinal() if due_on else None,
+                         stored.overrides, stored.salt)
+
+
+def _decode_flat(customer_id: str, blob: bytes, policy_version: int, graded_on: date,
+                 due_on: date | None) -> CustomerState:
+    """Formats 1 and 2: one flat array (format 1 held instants as integer microseconds
+    since 1970; rows stored before overrides and salts have neither)."""
+    try:
+        doc = _decode(blob)
+    except msgspec.MsgspecError as exc:
+        raise StateCorrupt(f"customer {customer_id!r}: unreadable state: {exc}") from exc
+    if not isinstance(doc, list) or not doc or doc[0] not in (1, 2):
+        head = doc[0] if isinstance(doc, list) and doc else doc
+        raise StateCorrupt(f"customer {customer_id!r}: unknown state format {head}")
     (_, purchases, refunds, orders, first, last, categories, interactions, referrals,
      complaints, last_interaction, last_activity, rating_sum, ratings, nps, nps_key, as_of,
      days, sums, ladders) = doc[:20]
@@ -179,8 +201,7 @@ def _instants_of_format_1(ladders: list[list[Any]], overrides: list[list[Any]],
 
 def stored_salt(blob: bytes) -> bytes | None:
     """The dedupe salt of a stored state (`CustomerState.salt`)."""
-    doc = _decode(blob)
-    return doc[21] if len(doc) > 21 else None
+    return decode_state("", blob, 0, date.min).salt
 
 
 def tier_labels(state: CustomerState) -> list[str]:

@@ -19,7 +19,7 @@ from services.grader.grading.aggregates import (
 from services.grader.grading.customer import CustomerState
 from services.grader.grading.evaluate import LadderState, Override
 from services.grader.grading.metrics import compute_metrics
-from services.grader.repository import decode_state, encode_state, tiers_literal
+from services.grader.repository import StateCorrupt, decode_state, encode_state, tiers_literal
 from tests.unit.factories import TODAY, at, day, feedback, fold, interaction, purchase, refund
 
 
@@ -189,14 +189,35 @@ FORMAT_1_ROW = bytes.fromhex(
     "6f756e74cf00065f3fd3b9a000cf00066400e11fd000c2c410000102030405060708090a0b0c0d0e0f")
 
 
-def test_rows_of_format_1_are_still_read() -> None:
-    back = decode_state("c-1", FORMAT_1_ROW, 0, date.fromordinal(1))
+# The same state as format 2 wrote it (one flat array, instants as msgpack timestamps).
+FORMAT_2_ROW = bytes.fromhex(
+    "dc001602ce001263080001ce000b4a61ce000b4a6191a5626f6f6b73000001c0ce000b4a6300000992cf"
+    "0006609fddf2b000a465762d32c082ce000b4a6195ce0012630801000000ce000b4a6395000000000195"
+    "9500000000009500000000009500000000009500000000009500000000009196a474696572a4676f6c64"
+    "d7ff1d6f28006ae6f888a673696c766572ce000b4a5f049196a474696572a4676f6c64ab6b6579206163"
+    "636f756e74d6ff6ae7d280d6ff6b379540c2c410000102030405060708090a0b0c0d0e0f")
+
+
+@pytest.mark.parametrize("row", [FORMAT_1_ROW, FORMAT_2_ROW], ids=["format 1", "format 2"])
+def test_rows_of_earlier_formats_are_still_read(row: bytes) -> None:
+    back = decode_state("c-1", row, 0, date.fromordinal(1))
     back.graded_on = 0
     expected = full_state()
     assert back.aggregates.last_nps_key == (1795089600000000, "ev-2")
     expected.aggregates.last_nps_key = back.aggregates.last_nps_key  # (another event id)
     assert back == expected
     assert back.ladders["tier"].since.tzinfo is not None
+    # ... and written again in the current format, which reads back the same.
+    again = decode_state("c-1", encode_state(back), 0, date.fromordinal(1))
+    again.graded_on = 0
+    assert again == back
+
+
+@pytest.mark.parametrize("blob", [b"", b"\x95\x03", b"\x95\x03\x01\x02\x03\x04",
+                                  b"\xc1", b"\x91\x07"])
+def test_an_unreadable_state_is_corrupt(blob: bytes) -> None:
+    with pytest.raises(StateCorrupt):
+        decode_state("c-1", blob, 0, date.fromordinal(1))
 
 
 def test_tiers_are_staged_as_an_array_literal() -> None:

@@ -47,6 +47,7 @@ from tests.unit.grading_cases import (
     policy,
     spend_ladder,
 )
+from tests.unit.test_aggregates import FORMAT_2_ROW
 
 # --- helpers -------------------------------------------------------------------------------
 
@@ -587,27 +588,16 @@ def test_grading_twice_at_the_same_moment_changes_nothing_the_second_time(
 
 
 def test_a_row_stored_before_overrides_decodes_with_none_and_no_salt() -> None:
-    state = customer(purchase("20000.00", at(3)),
-                     overrides={"tier": pin_to("gold", expires_at=EXPIRES)})
-    grade_customer(state, TWO, now=NOON, today=TODAY, reason="event")
-    assert state.salt is not None
-    doc = msgspec.msgpack.decode(encode_state(state))
+    # Format 2 as it was before overrides and salts: its first 20 elements.
+    doc = msgspec.msgpack.decode(FORMAT_2_ROW)
     assert len(doc) == 22
     old = msgspec.msgpack.encode(doc[:20])
-    due = date.fromordinal(state.due_on) if state.due_on is not None else None
-    back = decode_state("c-1", old, state.policy_version, TODAY, due)
+    back = decode_state("c-1", old, 1, TODAY)
+    full = decode_state("c-1", FORMAT_2_ROW, 1, TODAY)
+    assert full.overrides and full.salt is not None
     assert back.overrides == {} and back.salt is None
     assert stored_salt(old) is None
-    assert (back.aggregates, back.ladders, back.due_on) == (
-        state.aggregates, state.ladders, state.due_on)
-    # With the pin gone the rules decide again: 20,000 is silver, and gold (which the pin
-    # gave) goes down only after the 30 days of grace, with the base reason.
-    assert back.ladders["tier"] == LadderState("gold", NOON, "silver", None, 1)
-    changes = grade_customer(back, TWO, now=NOON + timedelta(hours=1), today=TODAY,
-                             reason="event")
-    assert [(tc.change.ladder, tc.change.kind, tc.change.to_tier, tc.reason)
-            for tc in changes] == [("tier", "tier.downgrade_scheduled", "silver", "event")]
-    assert back.ladders["tier"].pending_since == TODAY
+    assert (back.aggregates, back.ladders) == (full.aggregates, full.ladders)
 
 
 def test_a_new_customer_has_a_random_salt_and_no_overrides() -> None:

@@ -16,9 +16,10 @@ as 64-bit integers. A money event that would take a total past 64 bits is refuse
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+
+import msgspec
 
 from shared.errors import TierflowError
 from shared.events import Event
@@ -48,16 +49,17 @@ def _zero_sums() -> list[list[int]]:
     return [[0] * FIELDS for _ in WINDOWS]
 
 
-@dataclass(slots=True)
-class Aggregates:
-    """Everything the metrics of one customer are computed from."""
+class Aggregates(msgspec.Struct, array_like=True, gc=False):
+    """Everything the metrics of one customer are computed from. (Stored as an array in
+    this field order by services/grader/repository.py; no reference cycles, so untracked
+    by the garbage collector.)"""
 
     purchases_total: int = 0
     refunds_total: int = 0
     orders_total: int = 0
     first_purchase: int | None = None
     last_purchase: int | None = None
-    categories: set[str] = field(default_factory=set)
+    categories: set[str] = msgspec.field(default_factory=set)
     interactions_total: int = 0
     referrals_total: int = 0
     complaints_total: int = 0
@@ -69,10 +71,10 @@ class Aggregates:
     # does not depend on the order events arrive in.
     last_nps: int | None = None
     last_nps_key: tuple[int, str] | None = None
-    days: dict[int, list[int]] = field(default_factory=dict)
+    days: dict[int, list[int]] = msgspec.field(default_factory=dict)
     # The day the running window sums are relative to (None: not computed yet).
     as_of: int | None = None
-    sums: list[list[int]] = field(default_factory=_zero_sums)
+    sums: list[list[int]] = msgspec.field(default_factory=_zero_sums)
 
 
 def to_units(amount: Decimal) -> int:

@@ -16,7 +16,7 @@ Kind = Literal["tier.changed", "tier.downgrade_scheduled"]
 Direction = Literal["up", "down", "initial"]
 
 
-class LadderState(msgspec.Struct, frozen=True, gc=False):
+class LadderState(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """Where a customer stands on one ladder."""
 
     tier: str
@@ -26,7 +26,7 @@ class LadderState(msgspec.Struct, frozen=True, gc=False):
     sequence: int
 
 
-class Override(msgspec.Struct, frozen=True, gc=False):
+class Override(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """An admin's pin of one ladder to a tier: applied instead of what the rules give,
     until it is removed (`ended`, moved back at the next grading) or `expires_at` passes."""
 
