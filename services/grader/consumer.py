@@ -462,7 +462,7 @@ class Consumer:
             customer_id = row[0]
             ids.append(customer_id)
             if customer_id not in owned:
-                owned.put(partition, repo.stored_customer(row).state)
+                owned.put(partition, repo.decode_state(row[0], row[1], row[2], row[3], row[5]))
                 loaded += 1
         self.metrics.state_loads.labels("stored").inc(loaded)
         self.freezer.loaded()
@@ -593,7 +593,7 @@ class Consumer:
 
     def _mark_due(self, ids: list[str], *, version: int, today: date) -> None:
         for customer_id in ids:
-            state = self.owned.get(customer_id)
+            state = self.owned.peek(customer_id)
             # (graded_on 0: erased in memory, its row not deleted yet; nothing to grade.)
             if state is not None and state.graded_on and is_due(state, version=version,
                                                                  today=today):

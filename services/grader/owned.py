@@ -51,6 +51,11 @@ class OwnedCustomers:
         self._states.move_to_end(customer_id)
         return found[1]
 
+    def peek(self, customer_id: str) -> CustomerState | None:
+        """A held customer, leaving its place in the eviction order."""
+        found = self._states.get(customer_id)
+        return None if found is None else found[1]
+
     def partition(self, customer_id: str) -> int:
         """The partition that owns a held customer."""
         return self._states[customer_id][0]

@@ -4,7 +4,7 @@ and describe each tier change as a message (domain objects; the repository store
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Literal
@@ -130,11 +130,29 @@ def grade_customer(
 _VARIANT = {f"{n:x}": f"{8 + (n & 3):x}" for n in range(16)}
 
 
+def _message_ids() -> Iterator[str]:
+    while True:
+        pool = os.urandom(16 * 256).hex()  # 256 ids a draw
+        for i in range(0, len(pool), 32):
+            h = pool[i:i + 32]
+            yield f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+_next_id = _message_ids().__next__
+
+
+def _after_fork() -> None:
+    global _next_id  # a forked child must not repeat its parent's ids
+    _next_id = _message_ids().__next__
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
 def message_id() -> str:
     """A random (version 4) UUID as text: what `str(uuid.uuid4())` gives, in a fifth of
     the time (one is made per recorded change)."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+    return _next_id()
 
 
 def override_end_days(overrides: Iterable[Override]) -> list[int]:

@@ -59,13 +59,14 @@ class Ladder:
     label: str
     tiers: tuple[Tier, ...]
     downgrade_grace_days: int
+    ranks: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ranks", {t.name: i for i, t in enumerate(self.tiers)})
 
     def rank(self, tier: str) -> int | None:
         """Position of `tier` (0 = best), None when the ladder has no such tier."""
-        for index, candidate in enumerate(self.tiers):
-            if candidate.name == tier:
-                return index
-        return None
+        return self.ranks.get(tier)
 
 
 @dataclass(frozen=True, slots=True)
