@@ -53,7 +53,7 @@ METRIC_SCALES: dict[str, tuple[int, ...]] = {
     "days_since_last_interaction": (1, 60), "orders_total": (1, 5), "last_nps": (7, 9),
 }
 OPS = (">=", ">", "<=", "<", "==", "!=")
-ORDERED = OPS[:4]  # half the policies: windows searched by halves (see schedule.py)
+ORDERED = OPS[:4]  # half the policies: ordering ops only (no == or !=)
 
 
 @st.composite

@@ -91,7 +91,7 @@ def test_a_grace_period_is_due_when_it_ends() -> None:
     assert state.due_on == T + 31  # spend can't change again: only the grace ends
 
 
-def test_a_long_history_is_searched_by_halves_while_the_windows_only_shrink() -> None:
+def test_a_long_history_is_searched_to_the_exact_day_while_the_windows_only_shrink() -> None:
     events = [purchase("1000.00", at(age)) for age in range(1, 300)]
     state = graded(events, policy(spend_ladder()))
     # spend_365d stays at 10,000 or more until only 9 of the purchases are left in the
