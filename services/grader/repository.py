@@ -27,7 +27,7 @@ from services.grader import jobs
 from services.grader.grading.aggregates import Aggregates
 from services.grader.grading.customer import CustomerState, TierChange, message_id
 from services.grader.grading.evaluate import LadderState, Override
-from services.grader.grading.messages import ERASED, erasure_message, message
+from services.grader.grading.messages import ERASED, erasure_message, message_json
 from shared.errors import TierflowError
 from shared.events import Event, event_json
 
@@ -101,7 +101,7 @@ class Checkpoint:
                    orjson.dumps(erasure_message(mid, cid, at)).decode())
                   for cid, at, mid in ((cid, at, message_id()) for cid, at in erased)]
         outbox += [(tc.message_id, tc.customer_id, tc.change.ladder, tc.change.sequence,
-                    tc.change.kind, orjson.dumps(message(tc)).decode()) for tc in changes]
+                    tc.change.kind, message_json(tc)) for tc in changes]
         today = now.date()
         again = set(renewed)
         fresh, seen_before = [], []

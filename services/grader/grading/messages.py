@@ -6,8 +6,10 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
+import msgspec
+
 from services.grader.grading.customer import TierChange
-from services.grader.grading.metrics import metrics_json
+from services.grader.grading.metrics import Value
 
 SCHEMA_VERSION = 1
 
@@ -18,21 +20,46 @@ def utc_iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def message(tc: TierChange) -> dict[str, Any]:
-    """The message body of a recorded tier change."""
+class _Message(msgspec.Struct, omit_defaults=True, gc=False):
+    """The contract's envelope of a tier change, in its field order (`effective_at` only on
+    a scheduled downgrade); metrics: money as decimal strings, counts as integers."""
+
+    id: str
+    type: str
+    schema_version: int
+    customer_id: str
+    ladder: str
+    from_tier: str | None
+    to_tier: str
+    direction: str
+    reason: str
+    policy_version: int
+    changed_at: str
+    cause_event_id: str | None
+    sequence: int
+    actions: tuple[str, ...]
+    metrics: dict[str, Value]
+    effective_at: str | None = None
+
+
+def _envelope(tc: TierChange) -> _Message:
     change = tc.change
-    body: dict[str, Any] = {
-        "id": tc.message_id, "type": change.kind, "schema_version": SCHEMA_VERSION,
-        "customer_id": tc.customer_id, "ladder": change.ladder,
-        "from_tier": change.from_tier, "to_tier": change.to_tier,
-        "direction": change.direction, "reason": tc.reason, "policy_version": tc.policy_version,
-        "changed_at": utc_iso(tc.changed_at), "cause_event_id": tc.cause_event_id,
-        "sequence": change.sequence, "actions": list(change.actions),
-        "metrics": metrics_json(tc.metrics),
-    }
-    if change.effective_at is not None:
-        body["effective_at"] = utc_iso(change.effective_at)
-    return body
+    return _Message(
+        tc.message_id, change.kind, SCHEMA_VERSION, tc.customer_id, change.ladder,
+        change.from_tier, change.to_tier, change.direction, tc.reason, tc.policy_version,
+        utc_iso(tc.changed_at), tc.cause_event_id, change.sequence, change.actions,
+        tc.metrics,
+        utc_iso(change.effective_at) if change.effective_at is not None else None,
+    )
+
+
+_encode_json = msgspec.json.Encoder().encode
+
+
+def message_json(tc: TierChange) -> str:
+    """The message of a recorded tier change, as the JSON text stored and sent (encoded
+    in C, in one step)."""
+    return _encode_json(_envelope(tc)).decode()
 
 
 ERASED = "customer.erased"
