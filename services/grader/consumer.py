@@ -462,7 +462,7 @@ class Consumer:
             customer_id = row[0]
             ids.append(customer_id)
             if customer_id not in owned:
-                owned.put(partition, repo.decode_state(row[0], row[1], row[2], row[3], row[5]))
+                owned.put(partition, repo.state_of(row))
                 loaded += 1
         self.metrics.state_loads.labels("stored").inc(loaded)
         self.freezer.loaded()

@@ -212,7 +212,7 @@ def tier_labels(state: CustomerState) -> list[str]:
 def tiers_literal(state: CustomerState) -> str:
     """`tier_labels` as the text of a PostgreSQL array (ladder and tier names need no
     escaping: the policy allows [a-z0-9_] only)."""
-    return "{" + ",".join([f'"{name}:{s.tier}"' for name, s in state.ladders.items()]) + "}"
+    return "{" + ",".join([f'"{label}"' for label in tier_labels(state)]) + "}"
 
 
 # --- statements ----------------------------------------------------------------------------
@@ -327,7 +327,12 @@ async def customer_rows(conn: asyncpg.Connection, ids: Sequence[str]) -> list[An
 
 def stored_customer(row: Any) -> StoredCustomer:
     """One row of `customer_rows`, decoded; raises StateCorrupt."""
-    return StoredCustomer(decode_state(row[0], row[1], row[2], row[3], row[5]), row[4])
+    return StoredCustomer(state_of(row), row[4])
+
+
+def state_of(row: Any) -> CustomerState:
+    """The state of one row of `customer_rows` (or `due_rows`); raises StateCorrupt."""
+    return decode_state(row[0], row[1], row[2], row[3], row[5])
 
 
 def event_hash(event_id: str) -> str:
