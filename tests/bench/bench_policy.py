@@ -166,10 +166,13 @@ async def run_apply(db_url: str, bootstrap: str, consumers: int, tag: str,
             changes = int(await conn.fetchval("SELECT count(*) FROM tier_changes"))
             print(await table_size(conn, "tier_changes", changes), flush=True)
             vacuums = await conn.fetch(
-                "SELECT relname, autovacuum_count, autoanalyze_count FROM pg_stat_user_tables "
-                "WHERE relname IN ('customers', 'tier_changes') ORDER BY relname")
+                "SELECT relname, autovacuum_count, autoanalyze_count, n_tup_upd, n_tup_hot_upd "
+                "FROM pg_stat_user_tables WHERE relname IN ('customers', 'tier_changes') "
+                "ORDER BY relname")
             print("autovacuum runs (vacuum/analyze) by then: " + ", ".join(
-                f"{r[0]} {r[1]}/{r[2]}" for r in vacuums), flush=True)
+                f"{r[0]} {r[1]}/{r[2]}" for r in vacuums)
+                + f"; customer rows updated {vacuums[0][3]:,}, of which HOT (no index "
+                f"writes) {vacuums[0][4]:,}", flush=True)
         finally:
             await conn.close()
     finally:
