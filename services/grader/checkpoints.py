@@ -77,7 +77,7 @@ def grade_pending(
     regraded: dict[str, int] = {}
     states = []
     for customer_id in sorted(pending.dirty):
-        state = owned.get(customer_id)
+        state = owned.peek(customer_id)  # (an event or a control has just used it)
         if state is None:
             continue
         cause = pending.causes.get(customer_id)

@@ -456,13 +456,13 @@ class Consumer:
 
     def _hold(self, partition: int, rows: list[Any]) -> list[str]:
         """Hold the customers of a partition's stored rows (`repository.customer_rows`)
-        not held yet (what memory holds is newer); their ids."""
+        not held yet (what memory holds is newer) as passing through; their ids."""
         owned, ids, loaded = self.owned, [], 0
         for row in rows:
             customer_id = row[0]
             ids.append(customer_id)
             if customer_id not in owned:
-                owned.put(partition, repo.state_of(row))
+                owned.pass_through(partition, repo.state_of(row))
                 loaded += 1
         self.metrics.state_loads.labels("stored").inc(loaded)
         self.freezer.loaded()

@@ -2,7 +2,9 @@
 
 Loaded on first touch, kept in least-recently-used order, evicted (only when clean, i.e.
 checkpointed) once the estimated size passes the budget, and dropped with their partition
-when it is revoked. The estimate is deliberately simple: a base cost plus what grows with
+when it is revoked. Customers a sweep re-grades without an event (a policy change, a
+due date) are only passing through: held apart until written, then dropped first, so that
+re-grading a million customers does not push out the ones events keep coming for. The estimate is deliberately simple: a base cost plus what grows with
 the customer (day buckets, categories, ladders), calibrated against tracemalloc on CPython
 3.11 (tests/bench/bench_grader.py --memory prints the real RSS next to it).
 """
@@ -36,29 +38,45 @@ class OwnedCustomers:
         self.budget_bytes = budget_bytes
         self.bytes = 0
         self._states: OrderedDict[str, tuple[int, CustomerState, int]] = OrderedDict()
+        # Passing through (`pass_through`): outside the budget and the eviction order; a
+        # sweep holds two chunks of them at most (the one in flight and the next).
+        self._passing: dict[str, tuple[int, CustomerState]] = {}
 
     def __len__(self) -> int:
-        return len(self._states)
+        return len(self._states) + len(self._passing)
 
     def __contains__(self, customer_id: object) -> bool:
-        return customer_id in self._states
+        return customer_id in self._states or customer_id in self._passing
 
     def get(self, customer_id: str) -> CustomerState | None:
-        """A held customer, marked as just used."""
+        """A held customer, marked as just used (one passing through stays: it is used)."""
         found = self._states.get(customer_id)
-        if found is None:
+        if found is not None:
+            self._states.move_to_end(customer_id)
+            return found[1]
+        passing = self._passing.pop(customer_id, None)
+        if passing is None:
             return None
-        self._states.move_to_end(customer_id)
-        return found[1]
+        self.put(*passing)
+        return passing[1]
 
     def peek(self, customer_id: str) -> CustomerState | None:
         """A held customer, leaving its place in the eviction order."""
         found = self._states.get(customer_id)
-        return None if found is None else found[1]
+        if found is not None:
+            return found[1]
+        passing = self._passing.get(customer_id)
+        return None if passing is None else passing[1]
 
     def partition(self, customer_id: str) -> int:
         """The partition that owns a held customer."""
-        return self._states[customer_id][0]
+        found = self._states.get(customer_id)
+        return found[0] if found is not None else self._passing[customer_id][0]
+
+    def pass_through(self, partition: int, state: CustomerState) -> None:
+        """Hold a customer loaded only to be re-graded (not held yet): dropped at the first
+        eviction after it is written, unless `get` is asked for it before."""
+        self._passing[state.customer_id] = (partition, state)
 
     def put(self, partition: int, state: CustomerState) -> None:
         """Hold a customer (new, or loaded from the database)."""
@@ -72,6 +90,7 @@ class OwnedCustomers:
         old = self._states.pop(customer_id, None)
         if old is not None:
             self.bytes -= old[2]
+        self._passing.pop(customer_id, None)
 
     def resized(self, customer_ids: Iterable[str]) -> None:
         """Re-estimate customers whose state grew or shrank (after a checkpoint)."""
@@ -87,6 +106,7 @@ class OwnedCustomers:
         """Forget every customer of these partitions; how many were dropped."""
         gone = set(partitions)
         ids = [cid for cid, (p, _, _) in self._states.items() if p in gone]
+        ids += [cid for cid, (p, _) in self._passing.items() if p in gone]
         for customer_id in ids:
             self.discard(customer_id)
         return len(ids)
@@ -94,15 +114,21 @@ class OwnedCustomers:
     def clear(self) -> None:
         """Forget everything (the database is the truth again)."""
         self._states.clear()
+        self._passing.clear()
         self.bytes = 0
 
     def evict(self, keep: Iterable[str] = ()) -> int:
-        """Drop least recently used customers until within the budget, never those in
-        `keep` (not written yet); how many went."""
-        if self.bytes <= self.budget_bytes:
-            return 0
+        """Drop the customers passing through, then least recently used ones until within
+        the budget, never those in `keep` (not written yet); how many went."""
         pinned = set(keep)
-        evicted = skipped = 0
+        evicted = 0
+        if self._passing:
+            kept = {cid: entry for cid, entry in self._passing.items() if cid in pinned}
+            evicted = len(self._passing) - len(kept)
+            self._passing = kept
+        if self.bytes <= self.budget_bytes:
+            return evicted
+        skipped = 0
         states = self._states
         while self.bytes > self.budget_bytes and skipped < len(states):
             customer_id, entry = states.popitem(last=False)

@@ -43,6 +43,30 @@ def test_grown_customers_are_re_estimated_and_partitions_dropped() -> None:
     assert "c-1" not in owned and "c-2" in owned and owned.bytes == estimate(CustomerState("c"))
 
 
+def test_customers_passing_through_go_first_and_leave_the_others_in_place() -> None:
+    size = estimate(CustomerState("c-0"))
+    owned = OwnedCustomers(budget_bytes=3 * size)
+    for i in range(3):
+        owned.put(0, CustomerState(f"hot-{i}"))
+    for i in range(100):  # a sweep's chunk: re-graded, then written
+        owned.pass_through(i % 2, CustomerState(f"swept-{i}"))
+    assert len(owned) == 103 and owned.bytes == 3 * size  # outside the budget
+    assert "swept-7" in owned and owned.partition("swept-7") == 1
+    assert owned.peek("swept-7") is not None and owned.bytes == 3 * size
+    assert owned.evict(keep={"swept-8"}) == 99  # within the budget, yet they go
+    assert "swept-8" in owned and "swept-9" not in owned
+    assert all(f"hot-{i}" in owned for i in range(3))
+    # An event for one passing through makes it an ordinary customer, the newest used.
+    state = owned.get("swept-8")
+    assert state is not None and owned.bytes == 4 * size
+    assert owned.evict() == 1 and "hot-0" not in owned and "swept-8" in owned
+    owned.pass_through(5, CustomerState("swept-x"))
+    assert owned.drop_partitions([5]) == 1 and "swept-x" not in owned
+    owned.pass_through(5, CustomerState("swept-y"))
+    owned.clear()
+    assert len(owned) == 0
+
+
 def test_a_consumer_that_stops_committing_while_events_wait_is_not_ready() -> None:
     metrics = GraderMetrics()
     consumer = Consumer(GraderSettings(), policies=PolicyCache(base_currency="CNY"),
