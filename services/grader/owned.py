@@ -4,9 +4,11 @@ Loaded on first touch, kept in least-recently-used order, evicted (only when cle
 checkpointed) once the estimated size passes the budget, and dropped with their partition
 when it is revoked. Customers a sweep re-grades without an event (a policy change, a
 due date) are only passing through: held apart until written, then dropped first, so that
-re-grading a million customers does not push out the ones events keep coming for. The estimate is deliberately simple: a base cost plus what grows with
-the customer (day buckets, categories, ladders), calibrated against tracemalloc on CPython
-3.11 (tests/bench/bench_grader.py --memory prints the real RSS next to it).
+re-grading a million customers does not push out the ones events keep coming for.
+
+The estimate is deliberately simple: a base cost plus what grows with the customer (day
+buckets, categories, ladders), calibrated against tracemalloc on CPython 3.11
+(tests/bench/bench_grader.py --memory prints the real RSS next to it).
 """
 
 from __future__ import annotations
