@@ -21,7 +21,7 @@ from services.grader import repository as repo
 from services.grader.grading.customer import Reason, TierChange, grade_customer
 from services.grader.grading.policy import ActivePolicy
 from services.grader.owned import OwnedCustomers
-from shared.db.engine import Timeouts, close, connect
+from shared.db.engine import KEYED_LOOKUPS, Timeouts, close, connect
 
 
 @dataclass
@@ -119,7 +119,8 @@ class Writer:
     async def open(self) -> None:
         """Connect (again) and prepare the staging table."""
         await self.close()
-        self.conn = await connect(self.database_url, timeouts=self.timeouts)
+        self.conn = await connect(self.database_url, settings=KEYED_LOOKUPS,
+                                  timeouts=self.timeouts)
         await repo.prepare(self.conn)
 
     async def close(self) -> None:
