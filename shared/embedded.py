@@ -56,10 +56,29 @@ def wait_for_port(host: str, port: int, *, timeout: float) -> None:
 # with max_wal_size at 1GB it forced a checkpoint every few seconds under load, and the
 # full-page images after each one doubled what was written; with 128MB of shared buffers
 # every run over 100,000 customers was slower than the one before as the tables grew.
+# Shared buffers: see `shared_buffers_mb`.
 TUNING = {
     "max_wal_size": "8GB", "checkpoint_timeout": "15min",
-    "checkpoint_completion_target": "0.9", "shared_buffers": "1GB",
+    "checkpoint_completion_target": "0.9",
 }
+
+
+def memory_bytes() -> int:
+    """This machine's memory, or its control group's limit when that is lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    with contextlib.suppress(OSError, ValueError):
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            total = min(total, int(limit))
+    return total
+
+
+def shared_buffers_mb(memory: int) -> int:
+    """A quarter of the memory (PostgreSQL's advice for a server of its own), from 128 MB
+    to 8 GB. With a fixed 1GB, a million customers (~0.9 GiB) and their tier changes
+    outgrew it: reading pages back from the OS and writing evicted ones was ~15% of the
+    server's CPU while a policy change re-graded everyone (docs/performance.md)."""
+    return max(128, min(memory // 4 // 2**20, 8192))
 PASSWORD_FILE = "tierflow-password"  # noqa: S105 - the name of the file that holds it
 SUPERUSER = "postgres"
 # The system user the server runs as when we are root (PostgreSQL refuses to run as
@@ -244,7 +263,8 @@ def _start_server(data: Path, user: pwd.struct_passwd | None) -> Path:
     socket_dir = _socket_dir(data, user)
     options = ["-c", "listen_addresses=", "-k", str(socket_dir),
                "-c", "unix_socket_permissions=0700"]
-    for name, value in TUNING.items():
+    tuning = {**TUNING, "shared_buffers": f"{shared_buffers_mb(memory_bytes())}MB"}
+    for name, value in tuning.items():
         options += ["-c", f"{name}={value}"]
     _run([_bin("pg_ctl"), "-D", str(data), "-w", "-t", "60", "-l", str(data / "log"),
           "-o", " ".join(shlex.quote(o) for o in options), "start"], user, cwd=data)

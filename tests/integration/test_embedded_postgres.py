@@ -16,7 +16,16 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from shared.db.engine import asyncpg_dsn
-from shared.embedded import PASSWORD_FILE, EmbeddedPostgres, _bin, _let_search, _run, _server_user
+from shared.embedded import (
+    PASSWORD_FILE,
+    EmbeddedPostgres,
+    _bin,
+    _let_search,
+    _run,
+    _server_user,
+    memory_bytes,
+    shared_buffers_mb,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -112,3 +121,25 @@ async def test_a_data_directory_from_before_passwords_is_secured(root: Path) -> 
         assert "trust" not in (data / "pg_hba.conf").read_text()
     finally:
         server.stop()
+
+
+def test_shared_buffers_are_a_quarter_of_memory_within_bounds() -> None:
+    gib = 2**30
+    assert shared_buffers_mb(24 * gib) == 6 * 1024
+    assert shared_buffers_mb(256 * gib) == 8 * 1024
+    assert shared_buffers_mb(gib // 4) == 128
+    assert 128 <= shared_buffers_mb(memory_bytes()) <= 8192
+
+
+async def test_the_session_server_is_tuned_for_this_machine(pg_url: str) -> None:
+    if os.environ.get("TIERFLOW_DATABASE_URL"):
+        pytest.skip("an external server: its tuning is its owner's")
+    conn = await asyncpg.connect(asyncpg_dsn(pg_url))
+    try:
+        blocks = await conn.fetchval(
+            "SELECT setting::bigint FROM pg_settings WHERE name = 'shared_buffers'")
+        assert blocks * 8192 == shared_buffers_mb(memory_bytes()) * 2**20
+        assert await conn.fetchval("SHOW max_wal_size") == "8GB"
+    finally:
+        await conn.close()
+
