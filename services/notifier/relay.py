@@ -37,6 +37,21 @@ DEFAULT_LEASE_S = 15.0
 HEARTBEAT = "SELECT 1"
 
 TRY_LOCK = "SELECT pg_try_advisory_lock($1)"
+# The lease has one gap PostgreSQL leaves open: a backend stuck *writing* to a peer that
+# stopped reading (a result larger than the socket buffers, sent into a one-way or
+# blackholed link, or to a frozen process) is neither idle nor cancelled by
+# statement_timeout, and TCP_USER_TIMEOUT only acts when the peer is the dead machine
+# itself, not a proxy or a Unix socket. A live leader's commands end within half the
+# lease, so a lock holder stuck like that for longer than the lease is gone: the waiting
+# relay ends its session (same database role: no special privilege needed).
+END_STUCK_LEADER = """
+SELECT a.pid, pg_terminate_backend(a.pid) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+  AND l.classid = ($1::bigint >> 32)::oid AND l.objid = ($1::bigint & 4294967295)::oid
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND a.state = 'active' AND a.wait_event = 'ClientWrite'
+  AND a.state_change < clock_timestamp() - make_interval(secs => $2)
+"""
 SELECT_UNSENT = (
     "SELECT id, message_id, customer_id, ladder, sequence, kind, payload::text AS payload,"
     " created_at FROM tier_changes WHERE sent_at IS NULL ORDER BY id LIMIT $1"
@@ -89,6 +104,7 @@ class Relay:
         self._batch = batch
         self._idle_s = idle_s
         self._backlog_at = float("-inf")
+        self._may_end_stuck = True
 
     async def run(self) -> None:
         """Relay until cancelled: win the lock, relay while holding it, start over on any loss."""
@@ -105,6 +121,7 @@ class Relay:
         conn = await self._connect()
         try:
             while not await conn.fetchval(TRY_LOCK, LOCK_KEY):
+                await self._end_stuck_leader(conn)
                 await self._refresh_backlog(conn)
                 await asyncio.sleep(min(LOCK_RETRY_S, self._beat_s))
             log.info("this notifier holds the relay lock and relays the outbox")
@@ -112,6 +129,22 @@ class Relay:
             await self._lead(conn)
         finally:
             await _close(conn)
+
+    async def _end_stuck_leader(self, conn: asyncpg.Connection) -> None:
+        """End the lock holder's session if it has been stuck sending for longer than the
+        lease (see END_STUCK_LEADER): the next try for the lock then wins."""
+        if not self._may_end_stuck:
+            return
+        try:
+            for pid, ended in await conn.fetch(END_STUCK_LEADER, LOCK_KEY, self._lease_s):
+                log.warning(
+                    "the relay leader's session (pid %s) was stuck sending for longer than the"
+                    " lease (%.1f s): %s", pid, self._lease_s,
+                    "ended it" if ended else "could not end it",
+                )
+        except asyncpg.InsufficientPrivilegeError as exc:
+            self._may_end_stuck = False
+            log.warning("cannot end a stuck relay leader's session, waiting for it: %s", exc)
 
     async def _lead(self, conn: asyncpg.Connection) -> None:
         wake = asyncio.Event()

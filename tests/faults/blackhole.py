@@ -7,6 +7,9 @@ misbehave on demand (this module holds no tests). tc and iptables are not at han
   is held, not dropped, as TCP would retransmit it: after `forward()` it arrives, in order.
   (The two kernels still acknowledge each other's segments through the proxy, so TCP
   keepalive cannot notice it; only the bounds the application sets can.)
+- `hold_replies()`: the same for what the server sends only: what the client sends
+  still arrives (a one-way partition). A server that answers with more than the socket
+  buffers hold is then stuck writing, the case where its own timeouts do not act.
 - `reset()`: every connection closed with an RST at both ends, and new ones refused
   (nothing listens) until `forward()`.
 - `delay(s)`: every byte read from now on is delivered `s` seconds later, each way.
@@ -47,8 +50,10 @@ class Proxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._flowing = asyncio.Event()
-        self._flowing.set()
+        # Whether bytes move towards the server (`_up`) and towards the client (`_down`).
+        self._up, self._down = asyncio.Event(), asyncio.Event()
+        self._up.set()
+        self._down.set()
         self.delay_s = 0.0
         self.port = port
         self.delayed = 0  # chunks read while a delay was set
@@ -65,7 +70,12 @@ class Proxy:
 
     def blackhole(self) -> None:
         """From now on nothing gets through, in either direction, on any connection."""
-        self._flowing.clear()
+        self._up.clear()
+        self._down.clear()
+
+    def hold_replies(self) -> None:
+        """From now on nothing gets from the server to the client; the other way flows."""
+        self._down.clear()
 
     def delay(self, seconds: float) -> None:
         """Deliver what is read from now on `seconds` later, in both directions."""
@@ -92,7 +102,8 @@ class Proxy:
         self.delay_s = 0.0
         if self._server is None:
             await self._listen()
-        self._flowing.set()
+        self._up.set()
+        self._down.set()
 
     def swallow(self) -> None:
         """`blackhole()`, under the name the database tests use."""
@@ -110,10 +121,12 @@ class Proxy:
         self._writers.add(writer)
         upstream: asyncio.StreamWriter | None = None
         try:
-            await self._flowing.wait()  # during a blackhole: accepted, never answered
+            await self._up.wait()  # during a blackhole: accepted, never answered
             up_reader, upstream = await self._open_upstream()
             self._writers.add(upstream)
-            await asyncio.gather(self._pipe(reader, upstream), self._pipe(up_reader, writer))
+            await asyncio.gather(
+                self._pipe(reader, upstream, self._up), self._pipe(up_reader, writer, self._down)
+            )
         except (ConnectionError, OSError):
             pass  # the upstream refused or went away: the client's side is closed below
         except asyncio.CancelledError:
@@ -127,17 +140,18 @@ class Proxy:
                     end.close()
             self._tasks.discard(task)
 
-    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        """One direction, in order: read, hold while blackholed, deliver `delay_s` after it
-        was read; the end of `source` closes `sink`."""
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter,
+                    flowing: asyncio.Event) -> None:
+        """One direction, in order: read, hold while `flowing` is clear, deliver `delay_s`
+        after it was read; the end of `source` closes `sink`."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(QUEUED_CHUNKS)
-        reading = asyncio.create_task(self._read(source, queue))
+        reading = asyncio.create_task(self._read(source, queue, flowing))
         try:
             while True:
                 due, data = await queue.get()
                 await asyncio.sleep(due - loop.time())  # at once when due already
-                await self._flowing.wait()
+                await flowing.wait()
                 if not data:
                     break
                 sink.write(data)
@@ -149,11 +163,11 @@ class Proxy:
             sink.close()
 
     async def _read(self, source: asyncio.StreamReader,
-                    queue: asyncio.Queue[tuple[float, bytes]]) -> None:
+                    queue: asyncio.Queue[tuple[float, bytes]], flowing: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         try:
             while True:
-                await self._flowing.wait()  # a blackhole reads nothing: the sender's buffers fill
+                await flowing.wait()  # a blackhole reads nothing: the sender's buffers fill
                 data = await source.read(CHUNK)
                 self.delayed += bool(data and self.delay_s)
                 await queue.put((loop.time() + self.delay_s, data))

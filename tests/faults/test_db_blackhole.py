@@ -9,9 +9,10 @@ import time
 
 import asyncpg
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.notifier.relay import LOCK_RETRY_S
+from services.notifier.relay import LOCK_KEY, LOCK_RETRY_S, TRY_LOCK
 from shared.db.engine import Timeouts, close, connect, create_pool
 from shared.settings import GraderSettings
 from tests.faults.blackhole import Blackhole
@@ -61,6 +62,43 @@ async def test_leadership_moves_to_a_live_notifier_when_the_leaders_link_is_blac
                     == {str(r["message_id"]) for r in rows}
                 # The old leader noticed too, and does not claim to lead.
                 await eventually(lambda: not_leader(leader), timeout=LEASE_S * 5)
+
+
+async def test_leadership_moves_when_the_leaders_server_is_stuck_sending(
+    engine: AsyncEngine, migrated_pg: str, broker: str
+) -> None:
+    """The leader's replies stop arriving while its server sends a result larger than the
+    socket buffers: PostgreSQL's own timeouts do not end a session stuck writing, so the
+    waiting relay ends it once it has been stuck for the lease, and leads."""
+    topic = unique("tier-changes")
+    await create_topic(broker, topic)
+    short = {"relay_lease_s": LEASE_S, "db_connect_timeout_s": 0.5, "db_dead_peer_s": 2}
+    async with Blackhole(migrated_pg).running() as link:
+        holder = await connect(link.url)  # no command bound: a leader mid-command
+        sending: asyncio.Future[object] | None = None
+        try:
+            assert await holder.fetchval(TRY_LOCK, LOCK_KEY)
+            link.hold_replies()
+            started = time.monotonic()
+            # Simple protocol: the query goes out in one message, the rows come back.
+            sending = asyncio.ensure_future(holder.execute("SELECT repeat('x', 20000000)"))
+            await eventually(lambda: stuck_writing(engine, holder.get_server_pid()))
+            other = RunningRelay(notifier_settings(migrated_pg, broker, topic, **short))
+            async with other.running():
+                await eventually(other.is_leader, timeout=LEASE_S * 10)
+                moved = time.monotonic() - started
+                assert moved < LEASE_S + min(LOCK_RETRY_S, LEASE_S / 4) + SLACK_S
+        finally:
+            holder.terminate()
+            if sending is not None:
+                await asyncio.gather(sending, return_exceptions=True)
+
+
+async def stuck_writing(engine: AsyncEngine, pid: int) -> None:
+    query = text("SELECT state, wait_event FROM pg_stat_activity WHERE pid = :pid")
+    async with engine.connect() as conn:
+        row = (await conn.execute(query, {"pid": pid})).one()
+    assert tuple(row) == ("active", "ClientWrite")
 
 
 async def other_waits(relay: RunningRelay) -> None:
