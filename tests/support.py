@@ -20,6 +20,11 @@ from shared.db.migrate import upgrade
 
 T = TypeVar("T")
 
+# The consumers' session timeout in tests: short, because the broker answers a group join
+# after about half of it and a member that died is only replaced once it runs out. The
+# fault scenarios' pauses are measured in it.
+SESSION_TIMEOUT_MS = 3000
+
 
 def unique(prefix: str) -> str:
     """A name no other test uses: topics, groups, customer and event ids."""

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer
 
 from shared.embedded import free_port
 from tests.processes import Service
-from tests.support import eventually, unique
+from tests.support import SESSION_TIMEOUT_MS, eventually, unique
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +32,8 @@ def system(migrated_pg: str, broker: str, tmp_path: Path) -> Iterator[dict[str, 
         "TIERFLOW_DATABASE_URL": migrated_pg, "TIERFLOW_KAFKA_BOOTSTRAP": broker,
         "TIERFLOW_TOPIC_EVENTS": unique("events"), "TIERFLOW_TOPIC_DLQ": unique("dlq"),
         "TIERFLOW_TOPIC_TIER_CHANGES": unique("changes"), "TIERFLOW_EVENTS_PARTITIONS": "3",
-        "TIERFLOW_CONSUMER_GROUP": unique("grader"), "TIERFLOW_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "TIERFLOW_CONSUMER_GROUP": unique("grader"),
+        "TIERFLOW_KAFKA_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
         "TIERFLOW_API_KEYS": json.dumps({KEY: ["admin"]}),
     }
     services = {}

@@ -19,7 +19,7 @@ from shared.db.tables import consumer_offsets, customers
 from shared.embedded import free_port
 from shared.events import parse_event_obj
 from tests.processes import Service
-from tests.support import unique
+from tests.support import SESSION_TIMEOUT_MS, unique
 
 
 def grader_service(pg_url: str, broker: str, topic: str, group: str, log_dir: Path,
@@ -30,7 +30,8 @@ def grader_service(pg_url: str, broker: str, topic: str, group: str, log_dir: Pa
         "TIERFLOW_DATABASE_URL": pg_url, "TIERFLOW_KAFKA_BOOTSTRAP": broker,
         "TIERFLOW_TOPIC_EVENTS": topic, "TIERFLOW_TOPIC_DLQ": unique("dlq"),
         "TIERFLOW_TOPIC_TIER_CHANGES": unique("changes"), "TIERFLOW_EVENTS_PARTITIONS": "3",
-        "TIERFLOW_CONSUMER_GROUP": group, "TIERFLOW_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "TIERFLOW_CONSUMER_GROUP": group,
+        "TIERFLOW_KAFKA_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
         "TIERFLOW_BATCH_MAX_EVENTS": str(batch), "TIERFLOW_CHECKPOINT_MAX_EVENTS": str(batch),
         "TIERFLOW_GRADER_PORT": str(port),
         "TIERFLOW_API_KEYS": json.dumps({"fault-test-key-000001": ["admin"]}),

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared.embedded import free_port
 from tests.faults.history import differing_customers
 from tests.processes import Service
-from tests.support import applied_events, eventually, unique
+from tests.support import SESSION_TIMEOUT_MS, applied_events, eventually, unique
 
 KEY = "fault-suite-admin-key-0001"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -81,7 +81,7 @@ class System:
             "TIERFLOW_TOPIC_DLQ": f"{self.prefix}-dlq",
             "TIERFLOW_EVENTS_PARTITIONS": str(PARTITIONS),
             "TIERFLOW_CONSUMER_GROUP": f"{self.prefix}-grader",
-            "TIERFLOW_KAFKA_SESSION_TIMEOUT_MS": "6000",
+            "TIERFLOW_KAFKA_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
             "TIERFLOW_API_KEYS": json.dumps({KEY: ["admin"]}),
             "TIERFLOW_RELAY_IDLE_MS": "50",
             # Short, so that a paused broker turns into 503s the client must retry.

@@ -35,11 +35,13 @@ from tests.faults.system import (
     resume,
     verify,
 )
-from tests.support import eventually
+from tests.support import SESSION_TIMEOUT_MS, eventually
 
 pytestmark = pytest.mark.faults
 
-SESSION_TIMEOUT_S = 6.0  # the services' TIERFLOW_KAFKA_SESSION_TIMEOUT_MS in System
+SESSION_TIMEOUT_S = SESSION_TIMEOUT_MS / 1000  # the services', in System
+# Outages that must outlast the session timeout (the group rebalances), and by how much.
+PAST_SESSION_S = SESSION_TIMEOUT_S + 2
 PG_PAUSE_S = float(os.environ.get("TIERFLOW_FAULT_PG_PAUSE_S", "60"))
 
 
@@ -174,11 +176,12 @@ async def test_broker_paused_past_the_session_timeout(
         assert broker.pid is not None
         pause([broker.pid])
         try:
-            await asyncio.sleep(SESSION_TIMEOUT_S + 2)  # the fault's length
+            await asyncio.sleep(PAST_SESSION_S)  # the fault's length
         finally:
             resume([broker.pid])
 
-    report = await scenario("broker paused 8 s", engine, infrastructure, tmp_path, fault)
+    report = await scenario(f"broker paused {PAST_SESSION_S:g} s", engine, infrastructure,
+                            tmp_path, fault)
     # The client met 503s (or unacknowledged items) and sent the same ids again: some of
     # those sends had landed after all, and still nothing is applied twice.
     assert report.retried > 0
@@ -221,10 +224,11 @@ async def test_broker_blackholed_past_the_session_timeout(
             # The fault's length: past the session timeout, and past the produce timeout,
             # so batches are answered 503 while their produce is held, to land when the
             # link comes back.
-            await asyncio.sleep(SESSION_TIMEOUT_S + 2)
+            await asyncio.sleep(PAST_SESSION_S)
             await proxy.forward()
 
-        report = await scenario("broker blackholed 8 s", engine, infrastructure, tmp_path,
+        report = await scenario(f"broker blackholed {PAST_SESSION_S:g} s", engine,
+                                infrastructure, tmp_path,
                                 fault, bootstrap=proxy.address)
     assert report.retried > 0  # the client sent those batches again, with the same ids
 
@@ -309,12 +313,13 @@ async def test_two_graders_one_paused_past_the_session_timeout(
         assert proc is not None
         pause([proc.pid])  # its partitions go to grader-1; it wakes up holding stale state
         try:
-            await asyncio.sleep(SESSION_TIMEOUT_S + 4)  # the fault's length
+            await asyncio.sleep(PAST_SESSION_S + 2)  # the fault's length
         finally:
             resume([proc.pid])
         await asyncio.sleep(3)  # both work again
 
-    await scenario("two graders, one paused 10 s", engine, infrastructure, tmp_path, fault,
+    await scenario(f"two graders, one paused {PAST_SESSION_S + 2:g} s", engine,
+                   infrastructure, tmp_path, fault,
                    graders=2)
 
 

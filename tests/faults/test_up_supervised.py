@@ -21,7 +21,7 @@ import pytest
 
 from shared.db.engine import make_engine
 from shared.embedded import EmbeddedPostgres, free_port
-from tests.support import applied_events, eventually, unique
+from tests.support import SESSION_TIMEOUT_MS, applied_events, eventually, unique
 
 pytestmark = pytest.mark.e2e
 
@@ -68,7 +68,7 @@ async def start_up(data_dir: Path) -> Up:
         "TIERFLOW_INGEST_PORT": str(ingest), "TIERFLOW_GRADER_PORT": str(free_port()),
         "TIERFLOW_NOTIFIER_PORT": str(free_port()), "TIERFLOW_GRADER_CONSUMERS": "1",
         "TIERFLOW_GRADER_CONSUMER_PORT": str(free_port()),
-        "TIERFLOW_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "TIERFLOW_KAFKA_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
     })
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", "from services.cli import main; raise SystemExit(main())", "up",

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from shared.settings import GraderSettings
-from tests.support import unique
+from tests.support import SESSION_TIMEOUT_MS, unique
 
 ADMIN_KEY = "grader-test-admin-key-0001"
 HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -27,7 +27,7 @@ def grader_settings(pg_url: str, broker: str, **overrides: Any) -> GraderSetting
         "database_url": SecretStr(pg_url), "kafka_bootstrap": broker,
         "topic_events": unique("events"), "topic_dlq": unique("dlq"),
         "topic_tier_changes": unique("changes"), "consumer_group": unique("grader"),
-        "events_partitions": 3, "kafka_session_timeout_ms": 6000,
+        "events_partitions": 3, "kafka_session_timeout_ms": SESSION_TIMEOUT_MS,
         "api_keys": SecretStr(json.dumps({ADMIN_KEY: ["admin"]})),
     }
     values.update(overrides)
