@@ -71,15 +71,21 @@ def grade_pending(
     pending: Pending, owned: OwnedCustomers, active: ActivePolicy, *, now: datetime,
     topic: str, advances: list[repo.OffsetAdvance], partition_of: Callable[[str], int],
 ) -> Graded:
-    """Grade every customer the pending work touched and encode the checkpoint."""
+    """Grade every customer the pending work touched and encode the checkpoint. A
+    customer passing through (a sweep's) is decoded, graded and encoded in one go, and
+    held on in its new stored form: its objects are freed while still in the caches."""
     today = now.date()
     changes: list[TierChange] = []
     regraded: dict[str, int] = {}
-    states = []
+    rows = []
     for customer_id in sorted(pending.dirty):
         state = owned.peek(customer_id)  # (an event or a control has just used it)
+        passing = None
         if state is None:
-            continue
+            passing = owned.passing(customer_id)
+            if passing is None:
+                continue
+            state = repo.decode_state(customer_id, *passing[1])
         cause = pending.causes.get(customer_id)
         reason: Reason = "event"
         if cause is None:
@@ -92,17 +98,22 @@ def grade_pending(
         changes += grade_customer(state, active, now=now, today=today, reason=reason,
                                   cause_event_id=cause[1] if cause else None,
                                   schedule="next_day" if cause else "exact")
-        states.append((partition_of(customer_id), state))
+        if passing is None:
+            rows.append(repo.customer_row(partition_of(customer_id), state, now))
+        else:
+            row = repo.customer_row(passing[0], state, now)
+            owned.pass_through(passing[0], customer_id, repo.stored_form(row))
+            rows.append(row)
     moved = {tc.customer_id for tc in changes
              if tc.reason == "policy" and tc.change.kind == "tier.changed"}
     checkpoint = repo.Checkpoint.build(
         topic=topic, advances=advances, event_keys=pending.applied.items(),
-        renewed=pending.renewed, customers=states,
+        renewed=pending.renewed, customer_rows=rows,
         changes=changes, now=now, policy_regrades=regraded.get("policy", 0),
         policy_changed=len(moved), policy_version=active.version,
         erased=list(pending.erased.items()))
     return Graded(checkpoint, pending, changes, regraded,
-                  {s.customer_id for _, s in states} | set(pending.erased))
+                  {row[0] for row in rows} | set(pending.erased))
 
 
 class Writer:

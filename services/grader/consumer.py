@@ -31,7 +31,7 @@ from services.grader import repository as repo
 from services.grader.checkpoints import Graded, Pending, Writer, grade_pending
 from services.grader.controls import Control
 from services.grader.grading.aggregates import FoldError, apply
-from services.grader.grading.customer import CustomerState, is_due
+from services.grader.grading.customer import CustomerState, is_due, is_due_stored
 from services.grader.grading.evaluate import Override
 from services.grader.intake import validate
 from services.grader.owned import Freezer, OwnedCustomers
@@ -454,19 +454,28 @@ class Consumer:
         self.metrics.state_loads.labels("new").inc(len(missing) - len(stored))
         self.freezer.loaded()
 
-    def _hold(self, partition: int, rows: list[Any]) -> list[str]:
-        """Hold the customers of a partition's stored rows (`repository.customer_rows`)
-        not held yet (what memory holds is newer) as passing through; their ids."""
-        owned, ids, loaded = self.owned, [], 0
+    def _hold_due(self, partition: int, rows: list[Any], *, version: int,
+                  today: date) -> None:
+        """Mark the customers of a partition's stored rows (`repository.due_rows`) that a
+        newer policy or the day may move as swept; hold those not held yet (what memory
+        holds is newer) as passing through, in their stored form (decoded when graded)."""
+        owned, swept, loaded = self.owned, self.pending.swept, 0
         for row in rows:
             customer_id = row[0]
-            ids.append(customer_id)
-            if customer_id not in owned:
-                owned.pass_through(partition, repo.state_of(row))
-                loaded += 1
+            state = owned.peek(customer_id)
+            if state is not None:
+                # (graded_on 0: erased in memory, its row not deleted yet; nothing to grade.)
+                if state.graded_on and is_due(state, version=version, today=today):
+                    swept.add(customer_id)
+                continue
+            held = owned.passing(customer_id)  # re-graded, its write in flight
+            stored = (row[1], row[2], row[3], row[5]) if held is None else held[1]
+            if is_due_stored(stored[1], stored[3], version=version, today=today):
+                if held is None:
+                    owned.pass_through(partition, customer_id, stored)
+                    loaded += 1
+                swept.add(customer_id)
         self.metrics.state_loads.labels("stored").inc(loaded)
-        self.freezer.loaded()
-        return ids
 
     def _fold(self, event: Event, record: ConsumerRecord) -> bool:
         assert self.effects is not None  # noqa: S101
@@ -581,8 +590,7 @@ class Consumer:
                                               limit=self.settings.regrade_chunk)
             if after is not None:
                 self.sweeps[partition] = after
-                ids = self._hold(partition, rows)
-                self._mark_due(ids, version=active.version, today=today)
+                self._hold_due(partition, rows, version=active.version, today=today)
                 self.sweeping = True
                 return
             del self.sweeps[partition]
@@ -590,11 +598,3 @@ class Consumer:
         if finished:
             await self._settle()  # the last chunk's customers are written
             await jobs.finish_completed(self.conn, version=active.version)
-
-    def _mark_due(self, ids: list[str], *, version: int, today: date) -> None:
-        for customer_id in ids:
-            state = self.owned.peek(customer_id)
-            # (graded_on 0: erased in memory, its row not deleted yet; nothing to grade.)
-            if state is not None and state.graded_on and is_due(state, version=version,
-                                                                 today=today):
-                self.pending.swept.add(customer_id)

@@ -3,8 +3,10 @@
 Loaded on first touch, kept in least-recently-used order, evicted (only when clean, i.e.
 checkpointed) once the estimated size passes the budget, and dropped with their partition
 when it is revoked. Customers a sweep re-grades without an event (a policy change, a
-due date) are only passing through: held apart until written, then dropped first, so that
-re-grading a million customers does not push out the ones events keep coming for.
+due date) are only passing through: held apart, in their stored form (decoded, graded and
+encoded again in one go while in the CPU's caches, see `checkpoints.grade_pending`), until
+written, then dropped first, so that re-grading a million customers does not push out the
+ones events keep coming for. An event for one of them decodes it into an ordinary customer.
 
 The estimate is deliberately simple: a base cost plus what grows with the customer (day
 buckets, categories, ladders), calibrated against tracemalloc on CPython 3.11
@@ -17,8 +19,14 @@ import gc
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from datetime import date
 
 from services.grader.grading.customer import CustomerState
+from services.grader.repository import decode_state
+
+# A customer as stored (`repository.decode_state`'s arguments but the id): the state's
+# bytes, policy version, graded on, due on.
+Stored = tuple[bytes, int, date, date | None]
 
 BASE_BYTES = 1_500
 DAY_BYTES = 200
@@ -42,7 +50,7 @@ class OwnedCustomers:
         self._states: OrderedDict[str, tuple[int, CustomerState, int]] = OrderedDict()
         # Passing through (`pass_through`): outside the budget and the eviction order; a
         # sweep holds two chunks of them at most (the one in flight and the next).
-        self._passing: dict[str, tuple[int, CustomerState]] = {}
+        self._passing: dict[str, tuple[int, Stored]] = {}
 
     def __len__(self) -> int:
         return len(self._states) + len(self._passing)
@@ -51,7 +59,8 @@ class OwnedCustomers:
         return customer_id in self._states or customer_id in self._passing
 
     def get(self, customer_id: str) -> CustomerState | None:
-        """A held customer, marked as just used (one passing through stays: it is used)."""
+        """A held customer, marked as just used (one passing through is decoded and stays:
+        it is used); raises `repository.StateCorrupt`."""
         found = self._states.get(customer_id)
         if found is not None:
             self._states.move_to_end(customer_id)
@@ -59,26 +68,31 @@ class OwnedCustomers:
         passing = self._passing.pop(customer_id, None)
         if passing is None:
             return None
-        self.put(*passing)
-        return passing[1]
+        partition, stored = passing
+        state = decode_state(customer_id, *stored)
+        self.put(partition, state)
+        return state
 
     def peek(self, customer_id: str) -> CustomerState | None:
-        """A held customer, leaving its place in the eviction order."""
+        """A customer held as an object (not one passing through), leaving its place in
+        the eviction order."""
         found = self._states.get(customer_id)
-        if found is not None:
-            return found[1]
-        passing = self._passing.get(customer_id)
-        return None if passing is None else passing[1]
+        return None if found is None else found[1]
+
+    def passing(self, customer_id: str) -> tuple[int, Stored] | None:
+        """A customer passing through: (partition, stored form)."""
+        return self._passing.get(customer_id)
 
     def partition(self, customer_id: str) -> int:
         """The partition that owns a held customer."""
         found = self._states.get(customer_id)
         return found[0] if found is not None else self._passing[customer_id][0]
 
-    def pass_through(self, partition: int, state: CustomerState) -> None:
-        """Hold a customer loaded only to be re-graded (not held yet): dropped at the first
-        eviction after it is written, unless `get` is asked for it before."""
-        self._passing[state.customer_id] = (partition, state)
+    def pass_through(self, partition: int, customer_id: str, stored: Stored) -> None:
+        """Hold a customer read only to be re-graded (not held yet), or its re-graded
+        stored form: dropped at the first eviction after it is written, unless `get` is
+        asked for it before."""
+        self._passing[customer_id] = (partition, stored)
 
     def put(self, partition: int, state: CustomerState) -> None:
         """Hold a customer (new, or loaded from the database)."""

@@ -84,19 +84,19 @@ class Checkpoint:
     def build(
         cls, *, topic: str, advances: Sequence[OffsetAdvance],
         event_keys: Iterable[tuple[str, int]], renewed: Iterable[str],
-        customers: Iterable[tuple[int, CustomerState]],
+        customers: Iterable[tuple[int, CustomerState]] = (),
+        customer_rows: Sequence[tuple[Any, ...]] = (),
         changes: Sequence[TierChange],
         now: datetime, policy_regrades: int = 0, policy_changed: int = 0,
         policy_version: int = 0, erased: Sequence[tuple[str, datetime]] = (),
     ) -> Checkpoint:
-        """Encode the states (partition, state) and the change messages now; `event_keys`
+        """Encode the states (partition, state) and the change messages now (`customer_rows`:
+        states encoded already, by `customer_row`); `event_keys`
         are the (`event_key`, `event_fingerprint`) of the applied events and controls,
         `renewed` the keys of those seen before; `erased`, (customer, when asked) whose rows,
         history and deliveries go before anything else is written (each gets a notice)."""
-        rows = [(state.customer_id, partition, encode_state(state), tiers_literal(state),
-                 state.policy_version, date.fromordinal(state.graded_on),
-                 date.fromordinal(state.due_on) if state.due_on is not None else None, now)
-                for partition, state in customers]
+        rows = [*customer_rows,
+                *(customer_row(partition, state, now) for partition, state in customers)]
         outbox = [(mid, cid, "", 0, ERASED,
                    orjson.dumps(erasure_message(mid, cid, at)).decode())
                   for cid, at, mid in ((cid, at, message_id()) for cid, at in erased)]
@@ -112,6 +112,18 @@ class Checkpoint:
                 fresh.append((key, today, fingerprint))
         return cls(topic, advances, fresh, seen_before, rows, outbox, today,
                    policy_regrades, policy_changed, policy_version, [cid for cid, _ in erased])
+
+
+def customer_row(partition: int, state: CustomerState, now: datetime) -> tuple[Any, ...]:
+    """A customer's row as a checkpoint writes it (`STAGE_COLUMNS`), encoded now."""
+    return (state.customer_id, partition, encode_state(state), tiers_literal(state),
+            state.policy_version, date.fromordinal(state.graded_on),
+            date.fromordinal(state.due_on) if state.due_on is not None else None, now)
+
+
+def stored_form(row: tuple[Any, ...]) -> tuple[bytes, int, date, date | None]:
+    """`decode_state`'s arguments but the id, from a `customer_row`."""
+    return row[2], row[4], row[5], row[6]
 
 
 # --- the storage format ------------------------------------------------------------------

@@ -74,6 +74,12 @@ def is_due(state: CustomerState, *, version: int, today: date) -> bool:
         state.due_on is not None and state.due_on <= today.toordinal())
 
 
+def is_due_stored(policy_version: int, due_on: date | None, *, version: int,
+                  today: date) -> bool:
+    """`is_due` of a stored customer, from its row's columns."""
+    return policy_version != version or (due_on is not None and due_on <= today)
+
+
 Schedule = Literal["exact", "next_day", "none"]
 
 
