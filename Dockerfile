@@ -16,9 +16,12 @@ COPY services ./services
 # (the embedded PostgreSQL and broker of `tierflow up`), which production does not run.
 RUN pip install . \
     && cd / && rm -rf /src \
-    && useradd --system --uid 10001 --create-home --home-dir /home/tierflow tierflow
+    && groupadd --system --gid 10001 tierflow \
+    && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/tierflow tierflow
 
-USER tierflow
+# Numeric, so a runtime can tell it is not root without reading /etc/passwd
+# (Kubernetes' runAsNonRoot).
+USER 10001:10001
 WORKDIR /home/tierflow
 EXPOSE 8080 8081 8082
 ENTRYPOINT ["tierflow"]

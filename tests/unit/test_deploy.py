@@ -17,6 +17,7 @@ import yaml
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
+from shared.embedded import TUNING
 from shared.settings import CommonSettings, GraderSettings, IngestSettings, NotifierSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -580,9 +581,24 @@ def test_dockerfile_runs_tierflow_unprivileged() -> None:
     assert re.search(r"^FROM python:3\.11-slim\b", text, re.MULTILINE)
     assert 'ENTRYPOINT ["tierflow"]' in text
     users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
-    assert users and users[-1] not in {"root", "0"}
+    # Numeric and not root: what the Kubernetes manifests' runAsUser says.
+    assert users and users[-1] == "10001:10001"
+    assert "--uid 10001" in text and "--gid 10001" in text
+    for manifest in (ROOT / "deploy" / "k8s").glob("*.yaml"):
+        for uid in re.findall(r"runAsUser: (\S+)", manifest.read_text(encoding="utf-8")):
+            assert uid == "10001", manifest.name
     for var in re.findall(r"\b(TIERFLOW_[A-Z0-9_]+)=", text):
         assert field_of(var) in CommonSettings.model_fields, var
+
+
+def test_compose_postgres_is_tuned_as_the_embedded_server(compose: dict[str, Any]) -> None:
+    """The image's defaults would make the grader's checkpoints force WAL checkpoints
+    every few seconds (docs/performance.md)."""
+    command = compose["services"]["postgres"]["command"]
+    assert command[0] == "postgres" and command[1::2] == ["-c"] * (len(command) // 2)
+    settings = dict(arg.split("=", 1) for arg in command[2::2])
+    assert {k: settings.get(k) for k in TUNING} == TUNING
+    assert "shared_buffers" in settings
 
 
 def test_docs_name_every_setting_and_metric() -> None:
