@@ -79,6 +79,8 @@ def shared_buffers_mb(memory: int) -> int:
     outgrew it: reading pages back from the OS and writing evicted ones was ~15% of the
     server's CPU while a policy change re-graded everyone (docs/performance.md)."""
     return max(128, min(memory // 4 // 2**20, 8192))
+
+
 PASSWORD_FILE = "tierflow-password"  # noqa: S105 - the name of the file that holds it
 SUPERUSER = "postgres"
 # The system user the server runs as when we are root (PostgreSQL refuses to run as

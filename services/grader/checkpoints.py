@@ -98,12 +98,11 @@ def grade_pending(
         changes += grade_customer(state, active, now=now, today=today, reason=reason,
                                   cause_event_id=cause[1] if cause else None,
                                   schedule="next_day" if cause else "exact")
-        if passing is None:
-            rows.append(repo.customer_row(partition_of(customer_id), state, now))
-        else:
-            row = repo.customer_row(passing[0], state, now)
-            owned.pass_through(passing[0], customer_id, repo.stored_form(row))
-            rows.append(row)
+        partition = partition_of(customer_id) if passing is None else passing[0]
+        row = repo.customer_row(partition, state, now)
+        rows.append(row)
+        if passing is not None:  # held on re-graded, still without objects
+            owned.pass_through(partition, customer_id, repo.stored_form(row))
     moved = {tc.customer_id for tc in changes
              if tc.reason == "policy" and tc.change.kind == "tier.changed"}
     checkpoint = repo.Checkpoint.build(

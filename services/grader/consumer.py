@@ -469,7 +469,7 @@ class Consumer:
                     swept.add(customer_id)
                 continue
             held = owned.passing(customer_id)  # re-graded, its write in flight
-            stored = (row[1], row[2], row[3], row[5]) if held is None else held[1]
+            stored = repo.stored_of(row) if held is None else held[1]
             if is_due_stored(stored[1], stored[3], version=version, today=today):
                 if held is None:
                     owned.pass_through(partition, customer_id, stored)

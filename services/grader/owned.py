@@ -19,14 +19,9 @@ import gc
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from datetime import date
 
 from services.grader.grading.customer import CustomerState
-from services.grader.repository import decode_state
-
-# A customer as stored (`repository.decode_state`'s arguments but the id): the state's
-# bytes, policy version, graded on, due on.
-Stored = tuple[bytes, int, date, date | None]
+from services.grader.repository import Stored, decode_state
 
 BASE_BYTES = 1_500
 DAY_BYTES = 200

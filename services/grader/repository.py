@@ -121,8 +121,13 @@ def customer_row(partition: int, state: CustomerState, now: datetime) -> tuple[A
             date.fromordinal(state.due_on) if state.due_on is not None else None, now)
 
 
-def stored_form(row: tuple[Any, ...]) -> tuple[bytes, int, date, date | None]:
-    """`decode_state`'s arguments but the id, from a `customer_row`."""
+# A customer as stored (`decode_state`'s arguments but the id): the state's bytes, policy
+# version, graded on, due on.
+Stored = tuple[bytes, int, date, date | None]
+
+
+def stored_form(row: tuple[Any, ...]) -> Stored:
+    """The stored form of a `customer_row`."""
     return row[2], row[4], row[5], row[6]
 
 
@@ -354,7 +359,12 @@ def stored_customer(row: Any) -> StoredCustomer:
 
 def state_of(row: Any) -> CustomerState:
     """The state of one row of `customer_rows` (or `due_rows`); raises StateCorrupt."""
-    return decode_state(row[0], row[1], row[2], row[3], row[5])
+    return decode_state(row[0], *stored_of(row))
+
+
+def stored_of(row: Any) -> Stored:
+    """The stored form of one row of `customer_rows` (or `due_rows`), not decoded."""
+    return row[1], row[2], row[3], row[5]
 
 
 def event_hash(event_id: str) -> str:

@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from shared.db.engine import asyncpg_dsn
 from shared.embedded import (
     PASSWORD_FILE,
+    TUNING,
     EmbeddedPostgres,
     _bin,
     _let_search,
@@ -139,7 +140,7 @@ async def test_the_session_server_is_tuned_for_this_machine(pg_url: str) -> None
         blocks = await conn.fetchval(
             "SELECT setting::bigint FROM pg_settings WHERE name = 'shared_buffers'")
         assert blocks * 8192 == shared_buffers_mb(memory_bytes()) * 2**20
-        assert await conn.fetchval("SHOW max_wal_size") == "8GB"
+        assert await conn.fetchval("SHOW max_wal_size") == TUNING["max_wal_size"]
     finally:
         await conn.close()
 

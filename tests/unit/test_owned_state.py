@@ -18,9 +18,9 @@ from services.grader.grading.aggregates import apply, to_units
 from services.grader.grading.customer import CustomerState, grade_customer
 from services.grader.grading.evaluate import LadderState
 from services.grader.grading.policy import ActivePolicy
-from services.grader.owned import Freezer, OwnedCustomers, Stored, estimate
+from services.grader.owned import Freezer, OwnedCustomers, estimate
 from services.grader.policies import PolicyCache
-from services.grader.repository import customer_row, decode_state, stored_form
+from services.grader.repository import Stored, customer_row, decode_state, stored_form
 from services.grader.telemetry import GraderMetrics
 from shared.settings import GraderSettings
 from tests.unit.factories import NOON, TODAY, at, fold, purchase
